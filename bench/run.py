@@ -1,0 +1,70 @@
+"""``make bench``: run every bench/bench_*.py in one go and write bench/RESULTS.md.
+
+Each script prints a Markdown section; this adds the machine, package versions and date, so the
+numbers in RESULTS.md always say where and when they were measured. ``--quick`` is passed on.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = ("bench_mel.py", "bench_features.py", "bench_train.py")
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor())
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
+
+
+def versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = [f"python {platform.python_version()}"]
+    for name in ("numpy", "scipy", "numba", "rocket-fft", "torch", "scikit-learn", "pillow", "soundfile",
+                 "librosa"):
+        try:
+            out.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            out.append(f"{name} (not installed)")
+    return ", ".join(out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--quick", action="store_true", help="fewer repeats and clips")
+    p.add_argument("--only", help="comma-separated script names (default: all)")
+    p.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    args = p.parse_args(argv)
+    scripts = args.only.split(",") if args.only else SCRIPTS
+    sections, failed = [], []
+    for name in scripts:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        cmd = [sys.executable, str(HERE / name)] + (["--quick"] if args.quick else [])
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=HERE.parent)
+        if r.returncode:
+            failed.append(name)
+        sections.append(r.stdout.strip())
+    header = (f"# Benchmark results\n\nWritten by `make bench` (`python bench/run.py"
+              f"{' --quick' if args.quick else ''}`) on {datetime.date.today().isoformat()}.\n\n"
+              f"- Machine: {machine()}\n- Versions: {versions()}\n"
+              "- Shared 2-core machine: compare the ratios within one run, not absolute times across runs.\n")
+    text = "\n\n".join([header] + [s for s in sections if s]) + "\n"
+    if failed:
+        print(f"bench: {', '.join(failed)} failed; {args.out} not written", file=sys.stderr)
+        return 1
+    tmp = Path(args.out).with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
