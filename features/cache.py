@@ -129,10 +129,10 @@ def _all_pcm16(tracks, sr: int) -> bool:
     """Whether every file is mono 16-bit PCM at ``sr``, so int16 stores the waveforms exactly."""
     for t in tracks:
         try:
-            sr_t, channels, _, subtype = audio.info(t.path)
+            i = audio.info(t.path)
         except audio.AudioError:
             continue  # undecodable: skipped later, does not decide the dtype
-        if (sr_t, channels, subtype) != (sr, 1, "PCM_16"):
+        if (i.samplerate, i.channels, i.subtype) != (sr, 1, "PCM_16"):
             return False
     return True
 
@@ -183,7 +183,7 @@ def build_cache(root, cache_dir, config: FeatureConfig = FeatureConfig(), jobs: 
     jobs = jobs or os.cpu_count()
     numba.set_num_threads(min(jobs, numba.config.NUMBA_NUM_THREADS))
     n_samples = int(round(config.sr * config.duration))
-    wave_dtype = np.int16 if _all_pcm16(tracks, config.sr) else np.float32
+    wave_dtype = np.int16 if config.sr == audio.SR and _all_pcm16(tracks, config.sr) else np.float32
     n_frames = 1 + n_samples // config.hop_length
 
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -205,7 +205,10 @@ def build_cache(root, cache_dir, config: FeatureConfig = FeatureConfig(), jobs: 
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
-                    y = audio.load(track.path, sr=config.sr, duration=config.duration)
+                    if wave_dtype == np.int16:  # the exact samples, 5x faster than a float decode
+                        y = audio.load_pcm16(track.path, n_samples)
+                    else:
+                        y = audio.load(track.path, sr=config.sr, duration=config.duration)
                 except audio.AudioError as err:
                     return None, str(err)
             return y, "; ".join(str(w.message) for w in caught) or "ok"
@@ -229,15 +232,17 @@ def build_cache(root, cache_dir, config: FeatureConfig = FeatureConfig(), jobs: 
                         if note != "ok":
                             bar.write(f"warning: {note}")
                 if good:
-                    y = np.stack([g[1] for g in good])
+                    rows = slice(len(kept), len(kept) + len(good))
+                    wave = np.stack([g[1] for g in good])
+                    # int16 k -> k / 32768, exactly as audio.load() decodes 16-bit PCM
+                    y = wave * np.float32(2.0 ** -15) if wave_dtype == np.int16 else wave
                     S = mel.mel_db(y, sr=config.sr, n_fft=config.n_fft, hop_length=config.hop_length,
                                    n_mels=config.n_mels, fmin=config.fmin, fmax=config.fmax,
                                    top_db=config.top_db)
                     t2 = time.perf_counter()
                     views = list(pool.map(lambda s: images.image_views(s, config.views, config.top_db), S))
                     t3 = time.perf_counter()
-                    rows = slice(len(kept), len(kept) + len(good))
-                    out["wave"][rows] = np.round(y * 32768.0) if wave_dtype == np.int16 else y
+                    out["wave"][rows] = wave
                     out["mel_db"][rows] = S
                     for v in config.views:
                         out[f"img{v}"][rows] = np.stack([d[v] for d in views])
@@ -271,7 +276,7 @@ def build_cache(root, cache_dir, config: FeatureConfig = FeatureConfig(), jobs: 
             "data_name": cache_dir.name,
             "data_root": str(root.resolve()),
             "data_identity": data_identity(tracks),
-            "classes": list(dataset.class_names(tracks)),
+            "classes": list(dataset.classes(root)),
             "n": len(kept),
             "n_skipped": len(tracks) - len(kept),
             "config": dataclasses.asdict(config),
@@ -309,7 +314,7 @@ def ensure_features(data=None, cache_root="cache", force=False, config: FeatureC
         Rebuild even when the cache is current.
     synthetic : int, optional
         When no data is found: clips per class of the synthetic genre set to use instead
-        (written to ``data/synthetic/``, cached as ``synthetic``). None: raise instead.
+        (written to ``data/synthetic/`` in the repo, cached as ``synthetic``). None: raise instead.
 
     Raises
     ------
@@ -319,11 +324,11 @@ def ensure_features(data=None, cache_root="cache", force=False, config: FeatureC
     root = dataset.find_data(data)
     if root is None:
         if synthetic is None:
-            raise dataset.DataError(dataset.not_found_message())
-        print(f"no GTZAN data found ({dataset.not_found_message()}); "
-              f"using the synthetic genre set ({synthetic} clips per class) instead", file=sys.stderr)
+            raise dataset.DataError(f"no GTZAN data found: {dataset.WHERE_TO_PUT}")
+        print(f"no GTZAN data found (to use it: {dataset.WHERE_TO_PUT}); using the synthetic genre "
+              f"set ({synthetic} clips per class) instead", file=sys.stderr)
         from . import synth
-        root = synth.write_dataset(Path("data") / "synthetic", n_per_class=synthetic)
+        root = synth.write_dataset(dataset.REPO / "data" / "synthetic", n_per_class=synthetic)
     cache_dir = Path(cache_root) / data_name(root)
     if force or not is_current(cache_dir, config, dataset.list_tracks(root)):
         build_cache(root, cache_dir, config, jobs=jobs, progress=progress)

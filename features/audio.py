@@ -1,0 +1,231 @@
+"""Audio decoding: any file libsndfile reads -> mono float32 at 22050 Hz, fixed length.
+
+GTZAN clips are 16-bit PCM mono at 22050 Hz and run from 661408 to 669680 frames, so the
+default ``load`` zero-pads the few short ones and truncates the rest to exactly 30 s
+(661500 samples). The raw-waveform model uses the first 25 s (``RAW_SAMPLES``).
+
+Decoding is content-sniffed by libsndfile, not chosen by the extension: a WAV file named
+``.mp3`` (or an Ogg Vorbis file named ``.wav``) decodes as what it really is. A file
+whose content libsndfile cannot identify fails with an ``AudioError`` whatever its name.
+
+Problems are reported as ``AudioError`` (a ``ValueError``) whose message is one line,
+``<path>: <problem>``: missing file, directory, empty file, unrecognised format, a
+WAV/AU header that promises more data than the file holds (a truncated copy), zero
+frames, undecodable data (e.g. a cut FLAC stream), NaN/inf samples. An all-zero clip is
+valid audio and only triggers an ``AudioWarning``; so does an MP3 that decodes to fewer
+frames than its header estimates (MP3 lengths are estimates, so this may be VBR rather
+than a cut file; the frames present are used).
+"""
+import math
+import re
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+SR = 22050
+DURATION = 30.0
+N_SAMPLES = 661_500  # DURATION * SR
+RAW_SAMPLES = 551_250  # the first 25 s, the input of the raw-waveform 1-D CNN
+
+# libsndfile logs a header length it could not honour as "data : 44100 (should be 22028)"
+# (WAV) or "Data Size : 44100 (should be 22038)" (AU). 0xFFFFFFFF is the "unknown length"
+# placeholder streaming writers use, not a truncation.
+_TRUNCATED = re.compile(r"(?:^data|Data Size)\s*:\s*(\d+) \(should be (\d+)\)", re.MULTILINE)
+_STREAMING_SIZE = 0xFFFFFFFF
+
+
+class AudioError(ValueError):
+    """A file that cannot be used as audio; ``str()`` is one line naming the file."""
+
+    def __init__(self, path, problem):
+        super().__init__(f"{path}: {' '.join(str(problem).split())}")
+        self.path, self.problem = Path(path), problem
+
+    def __reduce__(self):  # picklable, so it can come back from a worker process
+        return AudioError, (self.path, self.problem)
+
+
+class AudioWarning(UserWarning):
+    """Usable audio with something worth knowing (e.g. all samples zero)."""
+
+
+class AudioInfo(NamedTuple):
+    """Header facts of an audio file; ``frames`` is what libsndfile reports (an estimate for MP3)."""
+
+    samplerate: int
+    channels: int
+    frames: int
+    format: str  # libsndfile major format, e.g. 'WAV', 'AU', 'FLAC', 'MP3'
+    subtype: str  # e.g. 'PCM_16', 'FLOAT', 'VORBIS'
+
+
+def _open(path):
+    """Open ``path`` with libsndfile, turning every failure into a one-line AudioError."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(path, "file not found")
+    if not path.is_file():
+        raise AudioError(path, "not a regular file")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+    try:
+        f = sf.SoundFile(path)
+    except sf.LibsndfileError as e:
+        problem = e.error_string.rstrip(".")
+        # A non-MP3 named .mp3 is tried as MP3 (by extension) and then misreported as
+        # "File does not exist or is not a regular file"; the file was checked above.
+        if "not recognised" in problem or "not a regular file" in problem:
+            raise AudioError(path, "not a recognised audio format") from None
+        raise AudioError(path, f"cannot open as audio ({problem})") from None
+    except (OSError, RuntimeError) as e:
+        raise AudioError(path, f"cannot open ({e})") from None
+    m = _TRUNCATED.search(f.extra_info)
+    if m and int(m[1]) != _STREAMING_SIZE and int(m[1]) > int(m[2]):
+        f.close()
+        raise AudioError(path, f"truncated: header declares {m[1]} data bytes, file holds {m[2]}")
+    if f.frames == 0:
+        f.close()
+        raise AudioError(path, "contains no audio frames")
+    return f
+
+
+def info(path):
+    """Read the header of an audio file without decoding it.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    AudioInfo
+        ``(samplerate, channels, frames, format, subtype)``. The cache stores int16
+        waveforms when every file reports ``(22050, 1, *, *, 'PCM_16')``.
+
+    Raises
+    ------
+    AudioError
+    """
+    with _open(path) as f:
+        return AudioInfo(f.samplerate, f.channels, f.frames, f.format, f.subtype)
+
+
+def _decode(f, path, dtype, frames):
+    """Decode up to ``frames`` frames (all when -1) of an open file as (n, channels)."""
+    try:
+        y = f.read(frames=frames, dtype=dtype, always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        problem = str(e).removeprefix("Error : ").rstrip(".")
+        raise AudioError(path, f"cannot decode ({problem})") from None
+    if len(y) == 0:
+        raise AudioError(path, "contains no audio frames")
+    # MP3 frame counts are estimates (exact only with a Xing/LAME header), so a shortfall
+    # may be a cut-off file or just VBR: decode what is there and say so.
+    wanted = f.frames if frames < 0 else min(frames, f.frames)
+    if len(y) < wanted:
+        warnings.warn(f"{path}: decoded {len(y)} of {f.frames} frames the header announces",
+                      AudioWarning, stacklevel=3)
+    return y
+
+
+def _fit(y, n):
+    """Zero-pad or truncate a 1-D array to ``n`` samples (``n=None`` keeps it as is)."""
+    if n is None or len(y) == n:
+        return y
+    if len(y) > n:
+        return y[:n]
+    return np.concatenate([y, np.zeros(n - len(y), y.dtype)])
+
+
+def _check_values(path, y):
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise AudioError(path, f"{int((~np.isfinite(y)).sum())} NaN/inf samples")
+    if not y.any():
+        warnings.warn(f"{path}: all samples are zero (silent clip)", AudioWarning, stacklevel=3)
+
+
+def load(path, sr=SR, duration=DURATION):
+    """Decode an audio file to a mono float32 waveform of fixed length.
+
+    Multichannel audio is downmixed by the channel mean; other sample rates are
+    resampled to ``sr`` with a polyphase filter (``scipy.signal.resample_poly``).
+
+    Parameters
+    ----------
+    path : str or Path
+        Any format libsndfile reads (WAV 8/16/24/32-bit int or float, AU, AIFF, FLAC,
+        Ogg Vorbis, MP3, ...), identified by content, not by extension.
+    sr : int
+        Output sample rate in Hz.
+    duration : float or None
+        Output length in seconds: the clip is truncated or zero-padded to exactly
+        ``round(duration * sr)`` samples. ``None`` keeps the full length.
+
+    Returns
+    -------
+    y : np.ndarray, float32, shape (round(duration * sr),)
+        Samples in [-1, 1) for integer PCM sources (int16 ``k`` -> ``k / 32768``);
+        ``(661500,)`` with the defaults.
+
+    Raises
+    ------
+    AudioError
+        One line naming the file: unreadable, truncated, empty, or NaN/inf samples.
+
+    Warns
+    -----
+    AudioWarning
+        All samples are zero, or an MP3 decodes to fewer frames than announced.
+    """
+    n_out = None if duration is None else round(duration * sr)
+    with _open(path) as f:
+        sr_file = f.samplerate
+        frames = -1
+        if n_out is not None:
+            frames = math.ceil(duration * sr_file)
+            if sr_file != sr:
+                # Read 0.1 s past the cut so the resampling filter's edge effect lands in
+                # samples that are thrown away.
+                frames += sr_file // 10
+        y = _decode(f, path, np.float32, frames)
+    y = y[:, 0] if y.shape[1] == 1 else y.mean(axis=1, dtype=np.float32)
+    _check_values(path, y)
+    if sr_file != sr:
+        g = math.gcd(sr, sr_file)
+        y = resample_poly(y, sr // g, sr_file // g).astype(np.float32, copy=False)
+    return np.ascontiguousarray(_fit(y, n_out))
+
+
+def load_pcm16(path, n_samples=N_SAMPLES):
+    """Read a 16-bit PCM mono 22050 Hz file as its exact int16 samples.
+
+    The lossless fast path of the waveform cache: ``load_pcm16(p) / 32768`` equals
+    ``load(p)`` sample for sample.
+
+    Parameters
+    ----------
+    path : str or Path
+    n_samples : int or None
+        Truncate or zero-pad to this many samples; ``None`` keeps the full length.
+
+    Returns
+    -------
+    y : np.ndarray, int16, shape (n_samples,)
+
+    Raises
+    ------
+    AudioError
+        Unreadable, or not 16-bit PCM mono at 22050 Hz (use ``load`` for those).
+    """
+    with _open(path) as f:
+        if (f.samplerate, f.channels, f.subtype) != (SR, 1, "PCM_16"):
+            raise AudioError(path, f"not 16-bit PCM mono at {SR} Hz "
+                                   f"({f.subtype}, {f.channels} ch, {f.samplerate} Hz)")
+        y = _decode(f, path, np.int16, -1 if n_samples is None else n_samples)
+    y = y[:, 0]
+    _check_values(path, y)
+    return np.ascontiguousarray(_fit(y, n_samples))
