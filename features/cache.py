@@ -226,11 +226,11 @@ def build_cache(root, cache_dir, config: FeatureConfig = FeatureConfig(), jobs: 
                     status.append({"relpath": track.relpath, "status": "ok" if y is not None else "skipped",
                                    "note": note})
                     if y is None:
-                        bar.write(f"warning: skipped {note}")
+                        bar.write(f"warning: skipped {note}", file=sys.stderr)
                     else:
                         good.append((track, y))
                         if note != "ok":
-                            bar.write(f"warning: {note}")
+                            bar.write(f"warning: {note}", file=sys.stderr)
                 if good:
                     rows = slice(len(kept), len(kept) + len(good))
                     wave = np.stack([g[1] for g in good])
@@ -263,7 +263,7 @@ def build_cache(root, cache_dir, config: FeatureConfig = FeatureConfig(), jobs: 
                 small = np.lib.format.open_memmap(tmp / f"{name}.tmp.npy", mode="w+", dtype=arr.dtype,
                                                   shape=(len(kept),) + arr.shape[1:])
                 for i in range(0, len(kept), CHUNK):
-                    small[i:i + CHUNK] = arr[i:i + CHUNK]
+                    small[i:i + CHUNK] = arr[i:min(i + CHUNK, len(kept))]
                 small.flush()
                 del small
                 os.replace(tmp / f"{name}.tmp.npy", tmp / f"{name}.npy")
