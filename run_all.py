@@ -1,0 +1,113 @@
+"""Train and test the report's five models: ``python run_all.py [options]``.
+
+Builds the feature cache when missing or stale (``features.cache.ensure_features``; without GTZAN it
+falls back to the synthetic genre set), then trains each model with ``models.train.run`` and prints one
+line per epoch and a final table beside the report's figures. Each run is a folder
+``<runs>/<data>/<model>/<split>-<preset>-seed<k>/``; a complete run is skipped, an interrupted one resumes.
+
+Presets
+-------
+report  the report's protocol exactly (epoch limits, stopping rules, batch sizes, splits, cnn1d_raw's
+        retrain on train+val). Up to ~10 hours on 2 CPU cores; the default when a GPU is present.
+quick   the default on a CPU: the same five models on the same full-size inputs and all the clips, the
+        same stopping rules and protocol, fewer epochs. Its numbers are labelled "quick": they are
+        not the report's protocol (expect lower accuracies). Estimate for the 1000 GTZAN clips on
+        2 cores, from one epoch of each model through this loop on a 1000-clip cache (every epoch
+        limit reached; validation, test and checkpoints included):
+
+            cnn1d_raw  2 epochs on 700 + 2-epoch retrain on 800   ~9.3 min  (131 s per 700-clip epoch)
+            cnn1d_mel  <= 15 epochs on 700                        ~3.5 min  (14 s per epoch)
+            cnn2d      5 epochs on 800                            ~4.2 min  (49 s per epoch)
+            lstm       <= 6 epochs on 800                         ~4.2 min  (41 s per epoch)
+            svm        one fit on 800 (the report's protocol)     ~0.1 min  (4 s)
+            total                                                 ~21 min   (budget: 30 min)
+
+tiny    for tests: 2 epochs, small batches.
+"""
+
+import argparse
+import sys
+
+from models import MODELS, REPORTED
+from models.train import PRESETS, SPLITS, TrainError, default_preset, run, settings
+
+
+def prepare_features(data, cache_root, synthetic: int):
+    """The cache folder of the data found (built or refreshed when needed)."""
+    from features import cache, dataset
+
+    try:
+        return cache.ensure_features(data, cache_root, synthetic=synthetic)
+    except dataset.DataError as err:
+        raise TrainError(str(err)) from None
+
+
+def _fmt(acc) -> str:
+    return "-" if acc is None else f"{100 * acc:.1f}"
+
+
+def table(results) -> str:
+    """Markdown table of run results (one row per run) beside the report's figures."""
+    lines = ["| model | split | preset | seed | epochs | top-1 % | top-2 % | top-3 % | report top-1/2/3 % "
+             "| wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        epochs = "-" if "epochs_run" not in r else str(r["epochs_run"])
+        if r.get("final_epochs"):
+            epochs += f" + {r['final_epochs']} on train+val"
+        reported = r.get("reported") or REPORTED.get((r["model"], r["split"]))
+        rep = "/".join("-" if v is None else str(v) for v in reported) if reported else "-"
+        t = r["test"]
+        lines.append(f"| {r['model']} | {r['split']} | {r['preset']} | {r['seed']} | {epochs} | "
+                     f"{_fmt(t['top1'])} | {_fmt(t['top2'])} | {_fmt(t['top3'])} | {rep} | "
+                     f"{r['wall_seconds']:.0f}{' (earlier run)' if r['skipped'] else ''} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default=",".join(MODELS),
+                   help=f"comma-separated, from {', '.join(MODELS)} (and svm400); default all five")
+    p.add_argument("--preset", choices=PRESETS, default=None,
+                   help=f"default: {default_preset()} here (report on a GPU, quick on a CPU)")
+    p.add_argument("--split", choices=SPLITS, help="default: the split the report used for each model")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=1, metavar="N", help="run seeds seed .. seed+N-1")
+    p.add_argument("--data", help="GTZAN folder (default: $GTZAN_DIR, then data/gtzan/)")
+    p.add_argument("--cache", default="cache", help="feature cache root (default cache/)")
+    p.add_argument("--runs", default="runs", help="run folders root (default runs/)")
+    p.add_argument("--synthetic", type=int, default=20, metavar="N",
+                   help="clips per class of the synthetic set used when no data is found (default 20)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    p.add_argument("--force", action="store_true", help="retrain runs that are already complete")
+    args = p.parse_args(argv)
+    preset = args.preset or default_preset()
+    models = [m for m in args.models.split(",") if m]
+    if args.seeds < 1:
+        p.error("--seeds must be at least 1")
+    try:
+        for model in models:  # unknown names fail before any feature building
+            settings(model, preset)
+        cache_dir = prepare_features(args.data, args.cache, args.synthetic)
+        if preset != "report":
+            print(f"preset {preset}: fewer epochs than the report; these numbers are not the report's protocol",
+                  flush=True)
+        results = []
+        for seed in range(args.seed, args.seed + args.seeds):
+            for model in models:
+                results.append(run(model, cache_dir, args.runs, split=args.split, preset=preset, seed=seed,
+                                   threads=args.threads, force=args.force,
+                                   log=lambda line: print(line, flush=True)))
+    except TrainError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: the same command resumes from the last finished epoch", file=sys.stderr)
+        return 130
+    print()
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
