@@ -43,7 +43,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
 
-from models import MODELS, REPORTED
+from models import MODELS, REPORTED, rank_classes, top_k_accuracy
 
 # run_all.py's svm400 is the report's SVM on the 400x400x3 image (models/train.py VARIANTS).
 RUN_NAMES = MODELS + ("svm400",)
@@ -86,45 +86,6 @@ class Group(NamedTuple):
 
 
 # ---------------------------------------------------------------------------------------------- metrics
-
-def rank_classes(scores):
-    """Classes ordered from most to least likely, as ``sklearn.metrics.top_k_accuracy_score`` orders them.
-
-    Parameters
-    ----------
-    scores : np.ndarray, shape (n, n_classes)
-        Probabilities or decision scores.
-
-    Returns
-    -------
-    np.ndarray, shape (n, n_classes), int64
-        Column j is the class at rank j. Ties go to the *higher* class index: sklearn takes a stable
-        ascending ``argsort(kind="mergesort")`` and reverses it.
-    """
-    return np.argsort(scores, axis=1, kind="mergesort")[:, ::-1]
-
-
-def top_k_accuracy(labels, scores, k):
-    """Fraction of rows whose true class is among the k highest scores.
-
-    Same result as ``sklearn.metrics.top_k_accuracy_score(labels, scores, k=k,
-    labels=range(n_classes))``, ties included.
-
-    Parameters
-    ----------
-    labels : np.ndarray, shape (n,), int
-        True class indices in ``0..n_classes-1``.
-    scores : np.ndarray, shape (n, n_classes)
-    k : int
-
-    Returns
-    -------
-    float
-        In [0, 1].
-    """
-    ranked = rank_classes(scores)[:, :k]
-    return float(np.mean((ranked == np.asarray(labels)[:, None]).any(axis=1)))
-
 
 def mean_std(values):
     """Mean and sample std (ddof=1) over seeds (axis 0); std is None for a single seed.

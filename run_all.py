@@ -28,18 +28,10 @@ tiny    for tests: 2 epochs, small batches.
 import argparse
 import sys
 
+from features.cache import CacheError, ensure_features
+from features.dataset import DataError
 from models import MODELS, REPORTED
 from models.train import PRESETS, SPLITS, TrainError, default_preset, run, settings
-
-
-def prepare_features(data, cache_root, synthetic: int):
-    """The cache folder of the data found (built or refreshed when needed)."""
-    from features import cache, dataset
-
-    try:
-        return cache.ensure_features(data, cache_root, synthetic=synthetic)
-    except dataset.DataError as err:
-        raise TrainError(str(err)) from None
 
 
 def _fmt(acc) -> str:
@@ -88,7 +80,7 @@ def main(argv=None) -> int:
     try:
         for model in models:  # unknown names fail before any feature building
             settings(model, preset)
-        cache_dir = prepare_features(args.data, args.cache, args.synthetic)
+        cache_dir = ensure_features(args.data, args.cache, synthetic=args.synthetic)
         if preset != "report":
             print(f"preset {preset}: fewer epochs than the report; these numbers are not the report's protocol",
                   flush=True)
@@ -98,7 +90,7 @@ def main(argv=None) -> int:
                 results.append(run(model, cache_dir, args.runs, split=args.split, preset=preset, seed=seed,
                                    threads=args.threads, force=args.force,
                                    log=lambda line: print(line, flush=True)))
-    except TrainError as err:
+    except (TrainError, CacheError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -53,6 +53,10 @@ class FeatureConfig:
     views: tuple = images.DEFAULT_VIEWS
 
 
+class CacheError(ValueError):
+    """A missing or inconsistent cache, described in one line naming the file."""
+
+
 class Cache(NamedTuple):
     """An opened cache folder; arrays are memory-mapped on demand with ``array``."""
 
@@ -63,26 +67,46 @@ class Cache(NamedTuple):
     classes: list
 
     def array(self, name: str) -> np.ndarray:
-        """Memory-map ``<root>/<name>.npy`` read-only (e.g. ``"img400"``, ``"wave"``)."""
-        return np.load(self.root / f"{name}.npy", mmap_mode="r")
+        """Memory-map ``<root>/<name>.npy`` read-only (e.g. ``"img400"``, ``"wave"``), one row per clip.
+
+        Raises
+        ------
+        CacheError
+            The array is missing or its rows do not match the clips.
+        """
+        path = self.root / f"{name}.npy"
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except FileNotFoundError:
+            raise CacheError(f"{path}: missing (the cache was built without the {name!r} view)") from None
+        if len(arr) != len(self.labels):
+            raise CacheError(f"{path}: {len(arr)} rows but the cache has {len(self.labels)} clips")
+        return arr
 
 
 def open_cache(cache_dir) -> Cache:
-    """Open a cache folder written by ``build_cache``.
+    """Open a cache folder written by ``build_cache``, checking that its parts agree.
 
     Raises
     ------
-    FileNotFoundError
-        One line naming the folder when it holds no complete cache.
+    CacheError
+        One line naming the file that is missing or inconsistent.
     """
     root = Path(cache_dir)
     try:
         manifest = json.loads((root / "manifest.json").read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{root}: no feature cache here (run `make features`)") from None
-    files = (root / "files.txt").read_text().splitlines()
-    labels = np.load(root / "labels.npy")
-    return Cache(root, manifest, files, labels, manifest["classes"])
+        files = (root / "files.txt").read_text().splitlines()
+        labels = np.load(root / "labels.npy")
+    except FileNotFoundError as err:
+        raise CacheError(f"{err.filename}: missing, no feature cache here (run `make features`)") from None
+    except (json.JSONDecodeError, ValueError) as err:
+        raise CacheError(f"{root}: unreadable cache ({err})") from None
+    classes = manifest.get("classes", [])
+    if len(files) != len(labels):
+        raise CacheError(f"{root / 'files.txt'}: {len(files)} lines but labels.npy has {len(labels)}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
+        raise CacheError(f"{root / 'labels.npy'}: labels outside 0..{len(classes) - 1}")
+    return Cache(root, manifest, files, labels.astype(np.int64), classes)
 
 
 def _code_hash() -> str:

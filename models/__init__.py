@@ -1,8 +1,11 @@
-"""The report's five models and what the report measured for each.
+"""The report's five models, what the report measured for each, and top-k accuracy.
 
 ``REPORTED[(model, split)]`` is the report's (top-1, top-2, top-3) test accuracy in percent, ``None``
 where the report gives no figure. The ``svm400`` entry is the report's SVM on the 400x400x3 image.
+This module imports no torch, so ``evaluate.py`` can use it cheaply.
 """
+
+import numpy as np
 
 MODELS = ("cnn1d_raw", "cnn1d_mel", "cnn2d", "lstm", "svm")
 
@@ -15,3 +18,46 @@ REPORTED = {
     ("svm", "r80"): (64, None, None),
     ("svm400", "r80"): (48, None, None),
 }
+
+
+def rank_classes(scores):
+    """Classes ordered from most to least likely, as ``sklearn.metrics.top_k_accuracy_score`` orders them.
+
+    Parameters
+    ----------
+    scores : np.ndarray, shape (n, n_classes)
+        Probabilities, log-probabilities or decision scores.
+
+    Returns
+    -------
+    np.ndarray, shape (n, n_classes), int64
+        Column j is the class at rank j. Ties go to the *higher* class index: sklearn takes a stable
+        ascending ``argsort(kind="mergesort")`` and reverses it.
+    """
+    return np.argsort(scores, axis=1, kind="mergesort")[:, ::-1]
+
+
+def top_k_accuracy(labels, scores, k: int) -> float:
+    """Fraction of rows whose true class is among the k highest scores.
+
+    Same result as ``sklearn.metrics.top_k_accuracy_score(labels, scores, k=k,
+    labels=range(n_classes))``, ties included.
+
+    Parameters
+    ----------
+    labels : np.ndarray, shape (n,), int
+        True class indices in ``0..n_classes-1``.
+    scores : np.ndarray, shape (n, n_classes)
+    k : int
+
+    Returns
+    -------
+    float
+        In [0, 1].
+    """
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    if scores.ndim != 2 or len(scores) != len(labels) or len(labels) == 0:
+        raise ValueError(f"top_k_accuracy: scores {scores.shape} and labels {labels.shape} do not match")
+    if labels.min() < 0 or labels.max() >= scores.shape[1]:
+        raise ValueError(f"top_k_accuracy: labels outside 0..{scores.shape[1] - 1}")
+    return float(np.mean((rank_classes(scores)[:, :k] == labels[:, None]).any(axis=1)))

@@ -45,7 +45,9 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import torch  # noqa: E402  (after the environment variable above)
 
-from . import MODELS, REPORTED  # noqa: E402
+from features.cache import open_cache  # noqa: E402
+
+from . import MODELS, REPORTED, top_k_accuracy  # noqa: E402
 
 SPLITS = ("r70", "r80", "filtered")
 PRESETS = ("report", "quick", "tiny")
@@ -97,80 +99,6 @@ class Hparams:
     loss: str = "nll"
     crop: int = None
     channels_last: bool = False
-
-
-class Data(NamedTuple):
-    """A feature cache folder: its manifest, files (row order of every array) and labels."""
-
-    root: Path
-    manifest: dict
-    files: list
-    labels: np.ndarray
-    classes: list
-
-
-def open_data(cache_dir) -> Data:
-    """Read a cache folder's manifest, file list and labels (arrays are mapped later by ``view``).
-
-    Raises
-    ------
-    TrainError
-        One line naming the folder or file that is missing or inconsistent.
-    """
-    root = Path(cache_dir)
-    try:
-        manifest = json.loads((root / "manifest.json").read_text())
-        files = (root / "files.txt").read_text().splitlines()
-        labels = np.load(root / "labels.npy")
-    except FileNotFoundError as err:
-        raise TrainError(f"{err.filename}: missing (build the cache with `make features`)") from None
-    except (json.JSONDecodeError, ValueError) as err:
-        raise TrainError(f"{root}: unreadable cache ({err})") from None
-    classes = manifest.get("classes", [])
-    if len(files) != len(labels):
-        raise TrainError(f"{root / 'files.txt'}: {len(files)} lines but labels.npy has {len(labels)}")
-    if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
-        raise TrainError(f"{root / 'labels.npy'}: labels outside 0..{len(classes) - 1}")
-    return Data(root, manifest, files, labels.astype(np.int64), classes)
-
-
-def view_array(data: Data, view: str) -> np.ndarray:
-    """Memory-map the cache array ``<view>.npy`` read-only; its first axis must match the labels."""
-    path = data.root / f"{view}.npy"
-    try:
-        arr = np.load(path, mmap_mode="r")
-    except FileNotFoundError:
-        raise TrainError(f"{path}: missing (the cache was built without the {view!r} view)") from None
-    if len(arr) != len(data.labels):
-        raise TrainError(f"{path}: {len(arr)} rows but the cache has {len(data.labels)} clips")
-    return arr
-
-
-def top_k_accuracy(scores, labels, k: int) -> float:
-    """Fraction of clips whose true label is among the ``k`` highest scores.
-
-    Same as ``sklearn.metrics.top_k_accuracy_score(labels, scores, k=k, labels=range(n_classes))``,
-    ties included: among equal scores the higher class index ranks first.
-
-    Parameters
-    ----------
-    scores : array, shape (n, n_classes)
-        Any scores that rank the classes (probabilities, log-probabilities, decision values).
-    labels : array of int, shape (n,)
-        True class indices in ``0 .. n_classes - 1``.
-    k : int
-
-    Returns
-    -------
-    float in [0, 1]
-    """
-    scores, labels = np.asarray(scores), np.asarray(labels)
-    if scores.ndim != 2 or len(scores) != len(labels) or len(labels) == 0:
-        raise ValueError(f"top_k_accuracy: scores {scores.shape} and labels {labels.shape} do not match")
-    if labels.min() < 0 or labels.max() >= scores.shape[1]:
-        raise ValueError(f"top_k_accuracy: labels outside 0..{scores.shape[1] - 1}")
-    ranked = np.argsort(scores, axis=1, kind="mergesort")[:, ::-1][:, :k]
-    return float((ranked == labels[:, None]).any(axis=1).mean())
 
 
 def track_id(relpath: str) -> str:
@@ -395,7 +323,7 @@ def _set_rng_state(state, device) -> None:
 
 def _train_torch(module, hp, data, split: Split, run_dir, identity, seed, device, log, label) -> tuple:
     """Both phases of a torch model's protocol, resumable; returns (test probs, "probs", results)."""
-    arr = view_array(data, hp.view)
+    arr = data.array(hp.view)
     scale = data.manifest.get(hp.view, {}).get("scale") if arr.dtype.kind == "i" else None
     labels = data.labels
     ckpt_path = run_dir / "checkpoint.pt"
@@ -430,7 +358,7 @@ def _train_torch(module, hp, data, split: Split, run_dir, identity, seed, device
             val_acc = ""
             if len(val_idx):
                 probs = predict(net, arr, val_idx, scale, hp, transform, device)
-                val_acc = round(top_k_accuracy(probs, labels[val_idx], 1), 4)
+                val_acc = round(top_k_accuracy(labels[val_idx], probs, 1), 4)
             rows.append({"epoch": epoch, "train_loss": round(loss, 5), "train_acc": round(acc, 4),
                          "val_acc": val_acc, "seconds": round(time.perf_counter() - t0, 2)})
             stopped = stop_acc is not None and acc > stop_acc
@@ -464,7 +392,7 @@ def _train_torch(module, hp, data, split: Split, run_dir, identity, seed, device
 
 
 def _train_svm(module, hp, data, split: Split, run_dir, log, label) -> tuple:
-    arr = view_array(data, hp.view)
+    arr = data.array(hp.view)
     t0 = time.perf_counter()
     params = module.fit(arr[split.train], data.labels[split.train], hp, n_classes=len(data.classes))
     log(f"{label}: fitted on {len(split.train)} clips, {len(params['support_vectors'])} support vectors "
@@ -511,7 +439,7 @@ def run(model: str, cache_dir, runs_root="runs", split: str = None, preset: str 
     """
     module, hp = settings(model, preset)
     split = split or hp.split
-    data = open_data(cache_dir)
+    data = open_cache(cache_dir)
     data_name = data.manifest.get("data_name", data.root.name)
     parts = split_indices([track_id(f) for f in data.files], data.labels, split, seed)
     sp = plan(parts, hp, split)
@@ -553,7 +481,7 @@ def run(model: str, cache_dir, runs_root="runs", split: str = None, preset: str 
     else:
         scores, key, results = _train_svm(module, hp, data, sp, run_dir, log, label)
     test_labels = data.labels[sp.test]
-    top = {f"top{k}": round(top_k_accuracy(scores, test_labels, k), 4) for k in (1, 2, 3)}
+    top = {f"top{k}": round(top_k_accuracy(test_labels, scores, k), 4) for k in (1, 2, 3)}
     atomic_write(run_dir / "predictions.npz", lambda f: np.savez(
         f, **{key: scores.astype(np.float32)}, labels=test_labels,
         files=np.array([data.files[i] for i in sp.test]), classes=np.array(data.classes)))

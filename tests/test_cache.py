@@ -132,5 +132,5 @@ def test_synthetic_fallback(no_default_data, monkeypatch, tmp_path):
 
 
 def test_open_cache_missing_is_one_line(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no feature cache here"):
+    with pytest.raises(cache.CacheError, match="manifest.json: missing, no feature cache here"):
         cache.open_cache(tmp_path)

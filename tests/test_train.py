@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from models import MODELS, train
+from features.cache import CacheError
+from models import MODELS, top_k_accuracy, train
 
 GENRES = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
 
@@ -61,15 +62,15 @@ def test_top_k_matches_sklearn_including_ties():
     labels = rng.integers(0, 10, 200)
     for scores in (rng.standard_normal((200, 10)), rng.integers(0, 3, (200, 10)).astype(float)):
         for k in (1, 2, 3, 5):
-            assert train.top_k_accuracy(scores, labels, k) == pytest.approx(
+            assert top_k_accuracy(labels, scores, k) == pytest.approx(
                 top_k_accuracy_score(labels, scores, k=k, labels=range(10)))
 
 
 def test_top_k_rejects_bad_input():
     with pytest.raises(ValueError):
-        train.top_k_accuracy(np.zeros((3, 10)), np.array([0, 1]), 1)
+        top_k_accuracy(np.array([0, 1]), np.zeros((3, 10)), 1)
     with pytest.raises(ValueError):
-        train.top_k_accuracy(np.zeros((2, 10)), np.array([0, 10]), 1)
+        top_k_accuracy(np.array([0, 10]), np.zeros((2, 10)), 1)
 
 
 # ---- splits -----------------------------------------------------------------------------------------
@@ -131,12 +132,12 @@ def test_bad_inputs_give_one_line_errors(tmp_path, fake_cache):
              (("svm", fake_cache), {"split": "r50"}, "unknown split 'r50'"),
              (("cnn1d_raw", fake_cache), {"preset": "tiny"}, "wave.npy: missing")]
     for args, kwargs, message in cases:
-        with pytest.raises(train.TrainError, match=message) as err:
+        with pytest.raises((train.TrainError, CacheError), match=message) as err:
             train.run(*args, tmp_path / "runs", **kwargs)
         assert "\n" not in str(err.value)
     bad = write_fake_cache(tmp_path / "bad", n_per_class=1, views=())
     (bad / "files.txt").write_text("blues/blues.00000.wav\n")
-    with pytest.raises(train.TrainError, match="files.txt: 1 lines but labels.npy has 10"):
+    with pytest.raises(CacheError, match="files.txt: 1 lines but labels.npy has 10"):
         train.run("svm", bad, tmp_path / "runs")
 
 
@@ -164,7 +165,7 @@ def test_torch_run_folder_resume_skip_force(tmp_path, fake_cache):
         assert z["probs"].shape == (config["n_test"], 10) and z["probs"].dtype == np.float32
         assert np.allclose(z["probs"].sum(1), 1, atol=1e-4) and z["labels"].dtype == np.int64
         assert list(z["classes"]) == GENRES and len(z["files"]) == config["n_test"]
-        top1 = train.top_k_accuracy(z["probs"], z["labels"], 1)
+        top1 = top_k_accuracy(z["labels"], z["probs"], 1)
         assert config["test"]["top1"] == pytest.approx(top1, abs=1e-4)
     state = torch.load(d / "model.pt", weights_only=True)
     assert state["0.weight"].shape == (8, 3, 16)
@@ -267,7 +268,7 @@ def test_same_seed_same_numbers(tmp_path):
 def test_run_all_trains_and_prints_table(tmp_path, fake_cache, monkeypatch, capsys):
     import run_all
 
-    monkeypatch.setattr(run_all, "prepare_features", lambda data, cache_root, synthetic: fake_cache)
+    monkeypatch.setattr(run_all, "ensure_features", lambda data, cache_root, synthetic: fake_cache)
     rc = run_all.main(["--models", "svm,cnn1d_mel", "--preset", "tiny", "--runs", str(tmp_path / "runs"),
                        "--seeds", "2", "--threads", "2"])
     out = capsys.readouterr().out
