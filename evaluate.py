@@ -70,7 +70,7 @@ class Run(NamedTuple):
     preset: str
     seed: int
     config: dict
-    created: str
+    finished: str
 
 
 class Group(NamedTuple):
@@ -136,15 +136,14 @@ def find_runs(runs_root):
         if match is None:
             raise EvaluateError(f"{path}: run folder name is not <split>-<preset>-seed<k>")
         config = _read_json(path / "config.json")
-        created = str(config.get("created") or config.get("finished") or "")
         runs.append(Run(path, path.parent.parent.name, path.parent.name, match["split"],
-                        match["preset"], int(match["seed"]), config, created))
+                        match["preset"], int(match["seed"]), config, str(config.get("finished", ""))))
     return runs
 
 
 def _newest(runs):
-    # ISO timestamps sort as strings; COMPLETE's mtime breaks ties and covers a missing "created".
-    return max(runs, key=lambda r: (r.created, (r.path / "COMPLETE").stat().st_mtime))
+    # ISO timestamps sort as strings; COMPLETE's mtime breaks ties and covers a missing "finished".
+    return max(runs, key=lambda r: (r.finished, (r.path / "COMPLETE").stat().st_mtime))
 
 
 def select_groups(runs, model=None, split=None, preset=None, data=None):
@@ -182,8 +181,8 @@ def select_groups(runs, model=None, split=None, preset=None, data=None):
 
 
 def _config_hash(run):
-    # The feature cache's config_hash, top level or under "data" (as models/train.py writes it).
-    return run.config.get("config_hash") or (run.config.get("data") or {}).get("config_hash")
+    # The feature cache the run was trained on, as models/train.py records it.
+    return (run.config.get("data") or {}).get("config_hash")
 
 
 def _model_split_order(key):
