@@ -22,9 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from features.audio import RAW_SAMPLES
+
 from .train import Hparams
 
-N_SAMPLES = 551250  # 25 s at 22050 Hz
+N_SAMPLES = RAW_SAMPLES  # the first 25 s at 22050 Hz
 
 HPARAMS = Hparams(view="wave", crop=N_SAMPLES, batch_size=50, lr=1e-3, optimizer="adam", max_epochs=100,
                   stop_acc=0.90, split="r70", final_on_trainval=True, loss="nll")
