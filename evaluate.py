@@ -30,10 +30,8 @@ Usage::
 import argparse
 import csv
 import json
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -43,6 +41,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
 
+from features import atomic_write
 from models import MODELS, REPORTED, rank_classes, top_k_accuracy
 
 # run_all.py's svm400 is the report's SVM on the 400x400x3 image (models/train.py VARIANTS).
@@ -444,18 +443,11 @@ def run_command(model=None, split=None):
 # ---------------------------------------------------------------------------------------------- figures
 
 def save_figure(fig, path):
-    """Write ``fig`` as a PNG atomically (temp file in the same folder, then ``os.replace``)."""
+    """Write ``fig`` as a PNG atomically (``features.atomic_write``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     return path
 
 

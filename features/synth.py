@@ -9,14 +9,13 @@ jitter, transposition, melody, timing jitter, noise level and gain from
 ``(seed, label, index)``: learnable, not trivially.
 """
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
 
+from features import atomic_write
 from features.audio import SR
 from features.dataset import GENRES
 
@@ -173,12 +172,5 @@ def write_dataset(out_dir, n_per_class=10, duration=30.0, seed=0):
             data = _wav_bytes(generate(label, index, SR, duration, seed), SR)
             if path.is_file() and path.read_bytes() == data:
                 continue
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                os.unlink(tmp)
-                raise
+            atomic_write(path, lambda f: f.write(data))
     return out_dir

@@ -21,7 +21,7 @@ import dataclasses
 import numpy as np
 from sklearn.svm import SVC
 
-from .train import atomic_write
+from features import atomic_write
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,6 +45,7 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import torch  # noqa: E402  (after the environment variable above)
 
+from features import atomic_write  # noqa: E402
 from features.cache import open_cache  # noqa: E402
 
 from . import MODELS, REPORTED, top_k_accuracy  # noqa: E402
@@ -187,18 +188,6 @@ def default_device() -> torch.device:
 def default_preset() -> str:
     """``report`` (the report's full protocol) on a GPU, ``quick`` on a CPU."""
     return "report" if torch.cuda.is_available() else "quick"
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write ``path`` through ``write(binary_file)`` into a temporary file beside it, then rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _write_json(path: Path, obj) -> None:
