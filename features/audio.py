@@ -26,6 +26,10 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
+# Version of the values load and load_pcm16 return: bump it with any change that alters them (never for a
+# speed-only rewrite). The cache's fingerprints include it, so caches rebuild exactly when it moves.
+VERSION = 1
+
 SR = 22050
 DURATION = 30.0
 N_SAMPLES = 661_500  # DURATION * SR

@@ -26,6 +26,10 @@ import functools
 import numpy as np
 from numba import njit
 
+# Version of the values image_views returns: bump it with any change that alters them (never for a
+# speed-only rewrite). The cache's fingerprints include it, so caches rebuild exactly when it moves.
+VERSION = 1
+
 BASE_SIZE = (2160, 720)  # (width, height) of the report's saved figures
 VIEWS = {"400": (400, 400), "360x120": (360, 120), "120": (120, 120)}  # name -> (width, height)
 DEFAULT_VIEWS = ("400", "360x120")  # the views the report's models read; "120" feeds none

@@ -36,6 +36,10 @@ import numpy as np
 import rocket_fft  # registers DUCC0's symbols with LLVM; provides the low-level r2c used below
 from numba import njit, prange
 
+# Version of the values mel_db returns: bump it with any change that alters them (never for a
+# speed-only rewrite). The cache's fingerprints include it, so caches rebuild exactly when it moves.
+VERSION = 1
+
 # Slaney's Auditory Toolbox mel scale: linear below 1 kHz, logarithmic above.
 _F_SP = 200.0 / 3.0
 _MIN_LOG_HZ = 1000.0

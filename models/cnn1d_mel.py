@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .train import Hparams
+from .hparams import Hparams
 
 HPARAMS = Hparams(view="img400", batch_size=70, lr=1e-3, optimizer="adam", max_epochs=100, stop_acc=0.80,
                   split="r70", loss="nll")

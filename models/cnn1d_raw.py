@@ -24,7 +24,7 @@ from torch import nn
 
 from features.audio import RAW_SAMPLES
 
-from .train import Hparams
+from .hparams import Hparams
 
 N_SAMPLES = RAW_SAMPLES  # the first 25 s at 22050 Hz
 

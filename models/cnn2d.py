@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .train import Hparams
+from .hparams import Hparams
 
 HPARAMS = Hparams(view="img400", batch_size=20, lr=1e-3, optimizer="sgd", max_epochs=100, stop_acc=None,
                   split="r80", loss="cross_entropy", channels_last=True)

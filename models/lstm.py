@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .train import Hparams
+from .hparams import Hparams
 
 HPARAMS = Hparams(view="img400", batch_size=64, lr=1e-3, optimizer="adam", max_epochs=120, stop_acc=0.87,
                   split="r80", loss="cross_entropy")

@@ -49,9 +49,8 @@ from features import atomic_write  # noqa: E402
 from features.cache import open_cache  # noqa: E402
 
 from . import MODELS, REPORTED, top_k_accuracy  # noqa: E402
+from .hparams import PRESETS, SPLITS, Hparams  # noqa: E402,F401  (re-exported)
 
-SPLITS = ("r70", "r80", "filtered")
-PRESETS = ("report", "quick", "tiny")
 VARIANTS = {"svm400": "svm"}  # extra run names -> the model file they use (the report's SVM on img400)
 STURM_DIR = Path(__file__).resolve().parent / "sturm_filtered"
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc", "seconds")
@@ -59,47 +58,6 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc", "seconds")
 
 class TrainError(Exception):
     """A problem with the inputs of a run, described in one line that names the file."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Hparams:
-    """Training settings of one torch model, as the report gives them (see each model file).
-
-    Attributes
-    ----------
-    view : str
-        Cache array the model reads: ``"wave"``, ``"img400"``, ``"img360x120"``.
-    batch_size, lr : int, float
-    optimizer : str
-        ``"adam"`` or ``"sgd"`` (torch defaults otherwise: Adam betas (0.9, 0.999), SGD without momentum).
-    max_epochs : int
-    stop_acc : float or None
-        Stop after the first epoch whose running training accuracy (mean of that epoch's batch
-        accuracies) exceeds this fraction; None: always run ``max_epochs``.
-    split : str
-        The split the report used: ``"r70"`` (train/val/test) or ``"r80"`` (train/test, no validation).
-    final_on_trainval : bool
-        Train on train (with validation curves) until the stopping rule, note the epoch count E, then
-        retrain from the same initialisation on train+val for E epochs and test once.
-    loss : str
-        ``"nll"``: the model outputs log-probabilities; ``"cross_entropy"``: it outputs logits.
-    crop : int or None
-        Keep only the first ``crop`` values of each clip's array (the raw model reads 25 of 30 s).
-    channels_last : bool
-        Run convolutions in NHWC memory layout (same model, faster on CPU).
-    """
-
-    view: str
-    batch_size: int
-    lr: float
-    optimizer: str
-    max_epochs: int
-    stop_acc: float = None
-    split: str = "r70"
-    final_on_trainval: bool = False
-    loss: str = "nll"
-    crop: int = None
-    channels_last: bool = False
 
 
 def track_id(relpath: str) -> str:
