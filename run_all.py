@@ -30,17 +30,22 @@ import sys
 
 from features.cache import CacheError, ensure_features
 from features.dataset import DataError
-from models import MODELS, REPORTED
-from models.train import PRESETS, SPLITS, TrainError, default_preset, run, settings
+from models import DEFAULT_MODELS, REPORTED, RUN_NAMES
+from models.hparams import PRESETS, SPLITS, fold_split, is_split
+from models.train import TrainError, default_preset, inputs, run, settings
+
+DEPLOYED = ("best",)  # models that also train the `all` run (what predict.py uses) when no split is given
 
 
 def _fmt(acc) -> str:
     return "-" if acc is None else f"{100 * acc:.1f}"
 
 
-def table(results) -> str:
-    """Markdown table of run results (one row per run) beside the report's figures."""
-    lines = ["| model | split | preset | seed | epochs | top-1 % | top-2 % | top-3 % | report top-1/2/3 % "
+def table(results, data_name: str) -> str:
+    """Markdown table of run results (one row per run) beside the report's figures, naming the data."""
+    note = " (SYNTHETIC genre set: these numbers say nothing about music)" if data_name == "synthetic" else ""
+    lines = [f"data: {data_name}{note}", "",
+             "| model | split | preset | seed | epochs | top-1 % | top-2 % | top-3 % | report top-1/2/3 % "
              "| wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         epochs = "-" if "epochs_run" not in r else str(r["epochs_run"])
@@ -48,48 +53,77 @@ def table(results) -> str:
             epochs += f" + {r['final_epochs']} on train+val"
         reported = r.get("reported") or REPORTED.get((r["model"], r["split"]))
         rep = "/".join("-" if v is None else str(v) for v in reported) if reported else "-"
-        t = r["test"]
+        t = r["test"] or {}
         lines.append(f"| {r['model']} | {r['split']} | {r['preset']} | {r['seed']} | {epochs} | "
-                     f"{_fmt(t['top1'])} | {_fmt(t['top2'])} | {_fmt(t['top3'])} | {rep} | "
+                     f"{_fmt(t.get('top1'))} | {_fmt(t.get('top2'))} | {_fmt(t.get('top3'))} | {rep} | "
                      f"{r['wall_seconds']:.0f}{' (earlier run)' if r['skipped'] else ''} |")
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def splits_for(model: str, hp, split: str, folds: int) -> list:
+    """The splits to train ``model`` on: K folds, the given split, or its own (+ ``all`` if deployed)."""
+    if folds:
+        return [fold_split(folds, i) for i in range(folds)]
+    if split:
+        return [split]
+    return [hp.split] + (["all"] if model in DEPLOYED else [])
+
+
+def _split(name: str) -> str:
+    if not is_split(name):
+        raise argparse.ArgumentTypeError(f"{name!r} is not a split: choose from {', '.join(SPLITS)} or k<K>f<i>")
+    return name
+
+
+def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default=",".join(MODELS),
-                   help=f"comma-separated, from {', '.join(MODELS)} (and svm400); default all five")
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                   help=f"comma-separated, from {', '.join(RUN_NAMES)}; default {','.join(DEFAULT_MODELS)}")
     p.add_argument("--preset", choices=PRESETS, default=None,
                    help=f"default: {default_preset()} here (report on a GPU, quick on a CPU)")
-    p.add_argument("--split", choices=SPLITS, help="default: the split the report used for each model")
+    p.add_argument("--split", type=_split, help=f"{', '.join(SPLITS)} or one fold k<K>f<i>; "
+                   "default: each model's own (best: r80, then all)")
+    p.add_argument("--folds", type=int, metavar="K", help="K-fold cross-validation grouped by track "
+                   "(runs k<K>f0 .. k<K>f<K-1>) instead of --split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seeds", type=int, default=1, metavar="N", help="run seeds seed .. seed+N-1")
-    p.add_argument("--data", help="GTZAN folder (default: $GTZAN_DIR, then data/gtzan/)")
+    p.add_argument("--data", help="GTZAN or any <label>/<audio> folder (default: $GTZAN_DIR, then "
+                                  "data/gtzan/, else the synthetic genre set)")
     p.add_argument("--cache", default="cache", help="feature cache root (default cache/)")
     p.add_argument("--runs", default="runs", help="run folders root (default runs/)")
     p.add_argument("--synthetic", type=int, default=20, metavar="N",
                    help="clips per class of the synthetic set used when no data is found (default 20)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: all usable cores)")
     p.add_argument("--force", action="store_true", help="retrain runs that are already complete")
     args = p.parse_args(argv)
-    preset = args.preset or default_preset()
-    models = [m for m in args.models.split(",") if m]
     if args.seeds < 1:
         p.error("--seeds must be at least 1")
+    if args.folds is not None and (args.folds < 2 or args.split):
+        p.error("--folds needs K >= 2 and no --split")
+    if args.synthetic < 1:
+        p.error("--synthetic must be at least 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    preset = args.preset or default_preset()
+    models = [m for m in args.models.split(",") if m]
     try:
-        for model in models:  # unknown names fail before any feature building
-            settings(model, preset)
-        cache_dir = ensure_features(args.data, args.cache, synthetic=args.synthetic)
+        hps = {m: settings(m, preset)[1] for m in models}  # unknown names fail before any feature building
+        arrays = ("labels",) + tuple(a for hp in hps.values() for a in inputs(hp))
+        cache_dir = ensure_features(args.data, args.cache, arrays=arrays, synthetic=args.synthetic, log=print)
         if preset != "report":
             print(f"preset {preset}: fewer epochs than the report; these numbers are not the report's protocol",
                   flush=True)
         results = []
         for seed in range(args.seed, args.seed + args.seeds):
             for model in models:
-                results.append(run(model, cache_dir, args.runs, split=args.split, preset=preset, seed=seed,
-                                   threads=args.threads, force=args.force,
-                                   log=lambda line: print(line, flush=True)))
+                for split in splits_for(model, hps[model], args.split, args.folds):
+                    results.append(run(model, cache_dir, args.runs, split=split, preset=preset, seed=seed,
+                                       threads=args.threads, force=args.force,
+                                       log=lambda line: print(line, flush=True)))
     except (TrainError, CacheError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -97,7 +131,7 @@ def main(argv=None) -> int:
         print("interrupted: the same command resumes from the last finished epoch", file=sys.stderr)
         return 130
     print()
-    print(table(results))
+    print(table(results, cache_dir.name))
     return 0
 
 

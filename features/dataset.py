@@ -17,10 +17,15 @@ next one). The path may be
 
 Genre folders are the non-hidden subfolders holding at least one audio file (extensions
 ``AUDIO_EXTENSIONS``, case-insensitive; hidden files, ``._*`` resource forks and nested
-folders are ignored). Their names define the classes: when every name is a GTZAN genre,
-the classes are all of ``GENRES`` with GTZAN's numbering 0..9 (a subset keeps it, some
-classes then being empty); otherwise they are the folder names in sorted order, numbered
-0..n-1. So a user's own labelled music works the same way.
+folders are ignored; symlinked files count). Their names are the classes, exactly those present
+(two or more): GTZAN genre names first, in GTZAN's order, then any other names alphabetically,
+numbered 0..n-1. Full GTZAN keeps its numbering 0..9, and a user's own labelled music works the
+same way.
+
+Track identity: a file whose name contains a GTZAN id (a genre name, ``.``, five digits, any
+case: ``blues.00012.wav``, ``x__blues.00012.wav``) belongs to that track; otherwise its stem is
+the track. Several files may share a track (an excerpt and its full clip); splits keep a track's
+files together. One track under two labels is an error.
 
 Listing does not decode audio: a file that will not decode (the common ``.wav`` copy's
 ``jazz.00054.wav``) surfaces as ``features.audio.AudioError`` when the cache reads it.
@@ -32,6 +37,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tarfile
@@ -44,6 +50,7 @@ GENRES = ("blues", "classical", "country", "disco", "hiphop",
           "jazz", "metal", "pop", "reggae", "rock")
 AUDIO_EXTENSIONS = (".au", ".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+GTZAN_ID = re.compile(r"(?<![a-z])(" + "|".join(GENRES) + r")\.(\d{5})(?!\d)", re.IGNORECASE)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO / "data" / "gtzan"
@@ -65,7 +72,7 @@ class Track(NamedTuple):
     relpath: str  # 'blues/blues.00000.wav', relative to the root, '/'-separated
     genre: str  # name of its genre folder
     label: int  # class index of ``genre`` in ``classes(root)``
-    track_id: str  # file name without extension, 'blues.00000'
+    track_id: str  # GTZAN id 'blues.00000' found in the file name, else the file's stem
 
 
 def _visible(p):
@@ -215,17 +222,38 @@ def find_data(data=None, extract_to=None):
     return root
 
 
+def track_id(relpath):
+    """Track of a file: the GTZAN id in its name (lower case), else its stem.
+
+    Parameters
+    ----------
+    relpath : str
+        ``'blues/blues.00012.wav'``, ``'blues/gtzan_2s__Blues.00012.wav'`` or ``'ambient/song.flac'``.
+
+    Returns
+    -------
+    str
+        ``'blues.00012'``, ``'blues.00012'``, ``'song'``.
+    """
+    name = PurePosixPath(relpath).name
+    m = GTZAN_ID.search(name)
+    return f"{m[1].lower()}.{m[2]}" if m else PurePosixPath(name).stem
+
+
+def order_classes(names):
+    """Class order: GTZAN genre names in GTZAN's order, then the other names alphabetically."""
+    names = set(names)
+    return tuple(g for g in GENRES if g in names) + tuple(sorted(names - set(GENRES)))
+
+
 def classes(root):
-    """Class names of a data root, index = label.
+    """Class names of a data root, index = label: exactly its genre folders (``order_classes``).
 
     Returns
     -------
     tuple of str
-        ``GENRES`` when every genre folder is named after a GTZAN genre, else the sorted
-        folder names.
     """
-    names = [d.name for d in _genre_dirs(Path(root))]
-    return GENRES if set(names) <= set(GENRES) else tuple(names)
+    return order_classes(d.name for d in _genre_dirs(Path(root)))
 
 
 def list_tracks(root):
@@ -244,18 +272,19 @@ def list_tracks(root):
     Raises
     ------
     DataError
-        No audio files, or two files share a track id (split and cache key by it).
+        No audio files, or one track id under two labels.
     """
     root = Path(root).resolve()
     names = classes(root)
     tracks, seen = [], {}
     for d in _genre_dirs(root):
         for p in _audio_files(d):
-            t = Track(p, f"{d.name}/{p.name}", d.name, names.index(d.name), p.stem)
-            if t.track_id in seen:
-                raise DataError(f"{root}: track id {t.track_id!r} is used by both "
-                                f"{seen[t.track_id]} and {t.relpath}; rename one")
-            seen[t.track_id] = t.relpath
+            relpath = f"{d.name}/{p.name}"
+            t = Track(p, relpath, d.name, names.index(d.name), track_id(relpath))
+            first = seen.setdefault(t.track_id, t)
+            if first.genre != t.genre:
+                raise DataError(f"{root}: track {t.track_id!r} is under two labels "
+                                f"({first.relpath} and {t.relpath}); keep it under one")
             tracks.append(t)
     if not tracks:
         raise DataError(f"{root}: no audio files in genre folders")

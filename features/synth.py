@@ -142,12 +142,14 @@ def _wav_bytes(y, sr):
     return buf.getvalue()
 
 
-def write_dataset(out_dir, n_per_class=10, duration=30.0, seed=0):
+def write_dataset(out_dir, n_per_class=10, duration=30.0, seed=0, classes=GENRES):
     """Write the synthetic genres as ``<out_dir>/<genre>/<genre>.NNNNN.wav``.
 
     16-bit PCM mono at 22050 Hz, GTZAN's format, so ``find_data``, ``list_tracks`` and the
     cache treat it like GTZAN. Each file is regenerated and rewritten (atomically) only
-    when its bytes differ, so reruns leave existing files and their mtimes alone.
+    when its bytes differ, so reruns leave existing files and their mtimes alone; clips of
+    other indices (an earlier, larger ``n_per_class``) are removed, so exactly
+    ``n_per_class`` remain.
 
     Parameters
     ----------
@@ -157,6 +159,10 @@ def write_dataset(out_dir, n_per_class=10, duration=30.0, seed=0):
     duration : float
         Clip length in seconds.
     seed : int
+    classes : sequence of str
+        Folder names. Class i plays ``GENRES[i % 10]``'s style with dataset seed ``seed + i // 10``,
+        so more than ten classes (or other names) work too; names other than GTZAN's are
+        file-named ``<name>.NNNNN.wav`` all the same.
 
     Returns
     -------
@@ -164,12 +170,16 @@ def write_dataset(out_dir, n_per_class=10, duration=30.0, seed=0):
         ``out_dir``.
     """
     out_dir = Path(out_dir)
-    for label, genre in enumerate(GENRES):
-        folder = out_dir / genre
+    for i, name in enumerate(classes):
+        folder = out_dir / name
         folder.mkdir(parents=True, exist_ok=True)
-        for index in range(n_per_class):
-            path = folder / f"{genre}.{index:05d}.wav"
-            data = _wav_bytes(generate(label, index, SR, duration, seed), SR)
+        wanted = {f"{name}.{index:05d}.wav": index for index in range(n_per_class)}
+        for old in folder.glob("*.wav"):
+            if old.name not in wanted:
+                old.unlink()
+        for file, index in wanted.items():
+            path = folder / file
+            data = _wav_bytes(generate(i % len(GENRES), index, SR, duration, seed + i // len(GENRES)), SR)
             if path.is_file() and path.read_bytes() == data:
                 continue
             atomic_write(path, lambda f: f.write(data))

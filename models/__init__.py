@@ -1,13 +1,16 @@
 """The report's five models, what the report measured for each, and top-k accuracy.
 
 ``REPORTED[(model, split)]`` is the report's (top-1, top-2, top-3) test accuracy in percent, ``None``
-where the report gives no figure. The ``svm400`` entry is the report's SVM on the 400x400x3 image.
+where the report gives no figure. ``svm400`` is the report's SVM on the 400x400x3 image
+(``models/svm400.py``).
 This module imports no torch, so ``evaluate.py`` can use it cheaply.
 """
 
 import numpy as np
 
-MODELS = ("cnn1d_raw", "cnn1d_mel", "cnn2d", "lstm", "svm")
+MODELS = ("cnn1d_raw", "cnn1d_mel", "cnn2d", "lstm", "svm")  # the report's five
+RUN_NAMES = MODELS + ("svm400",)  # every model file run_all.py can train
+DEFAULT_MODELS = MODELS  # what run_all.py trains without --models
 
 REPORTED = {
     ("cnn1d_raw", "r70"): (51, 65, 79),

@@ -33,13 +33,18 @@ HPARAMS = Hparams(view="img400", batch_size=70, lr=1e-3, optimizer="adam", max_e
 PRESETS = {"quick": {"max_epochs": 15}, "tiny": {"max_epochs": 2, "batch_size": 8}}
 
 
-def build() -> tuple:
+def build(n_classes: int = 10) -> tuple:
     """The network and its input transform.
+
+    Parameters
+    ----------
+    n_classes : int
+        Outputs of the last layer (the report: 10 genres).
 
     Returns
     -------
     net : nn.Module
-        (B, 3, 160000) float32 -> (B, 10) log-probabilities.
+        (B, 3, 160000) float32 -> (B, n_classes) log-probabilities.
     transform : callable
         (B, 400, 400, 3) uint8 images (numpy) -> (B, 3, 160000) float32 tensor in [0, 1].
     """
@@ -48,7 +53,7 @@ def build() -> tuple:
         nn.Conv1d(8, 16, 32, stride=2), nn.AvgPool1d(4), nn.ReLU(),
         nn.Conv1d(16, 64, 16), nn.MaxPool1d(4), nn.ReLU(),
         nn.Flatten(), nn.Linear(39680, 100), nn.ReLU(),
-        nn.Linear(100, 10), nn.LogSoftmax(dim=1),
+        nn.Linear(100, n_classes), nn.LogSoftmax(dim=1),
     )
     return net, transform
 

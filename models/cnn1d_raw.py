@@ -35,13 +35,18 @@ HPARAMS = Hparams(view="wave", crop=N_SAMPLES, batch_size=50, lr=1e-3, optimizer
 PRESETS = {"quick": {"max_epochs": 2}, "tiny": {"max_epochs": 2, "batch_size": 4}}
 
 
-def build() -> tuple:
+def build(n_classes: int = 10) -> tuple:
     """The network and its input transform.
+
+    Parameters
+    ----------
+    n_classes : int
+        Outputs of the last layer (the report: 10 genres).
 
     Returns
     -------
     net : nn.Module
-        (B, 1, 551250) float32 -> (B, 10) log-probabilities.
+        (B, 1, 551250) float32 -> (B, n_classes) log-probabilities.
     transform : callable
         (B, >=551250) float32 waveforms (numpy) -> (B, 1, 551250) float32 tensor.
     """
@@ -51,7 +56,7 @@ def build() -> tuple:
         nn.Conv1d(16, 48, 97, stride=2), nn.MaxPool1d(4), nn.ReLU(),
         nn.Conv1d(48, 128, 127), nn.ReLU(),
         nn.Flatten(), nn.Linear(119936, 128), nn.ReLU(),
-        nn.Linear(128, 10), nn.LogSoftmax(dim=1),
+        nn.Linear(128, n_classes), nn.LogSoftmax(dim=1),
     )
     return net, transform
 

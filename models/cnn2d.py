@@ -28,13 +28,18 @@ HPARAMS = Hparams(view="img400", batch_size=20, lr=1e-3, optimizer="sgd", max_ep
 PRESETS = {"quick": {"max_epochs": 5}, "tiny": {"max_epochs": 2, "batch_size": 8}}
 
 
-def build() -> tuple:
+def build(n_classes: int = 10) -> tuple:
     """The network and its input transform.
+
+    Parameters
+    ----------
+    n_classes : int
+        Outputs of the last layer (the report: 10 genres).
 
     Returns
     -------
     net : nn.Module
-        (B, 3, 400, 400) float32 -> (B, 10) logits.
+        (B, 3, 400, 400) float32 -> (B, n_classes) logits.
     transform : callable
         (B, 400, 400, 3) uint8 images (numpy) -> (B, 3, 400, 400) float32 tensor in [0, 1], stored
         channels_last (a permuted view of the HWC batch, no reordering copy).
@@ -44,7 +49,7 @@ def build() -> tuple:
         nn.Conv2d(16, 16, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25),
         nn.Conv2d(16, 16, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25),
         nn.Flatten(), nn.Linear(36864, 120), nn.ReLU(), nn.Dropout(0.5),
-        nn.Linear(120, 10),
+        nn.Linear(120, n_classes),
     )
     return net, transform
 

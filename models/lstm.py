@@ -25,7 +25,7 @@ PRESETS = {"quick": {"max_epochs": 6}, "tiny": {"max_epochs": 2, "batch_size": 8
 
 
 class ColumnLSTM(nn.Module):
-    """(B, 400, 1200) columns -> (B, 10) logits from the last step of a 2-layer LSTM."""
+    """(B, 400, 1200) columns -> (B, n_classes) logits from the last step of a 2-layer LSTM."""
 
     def __init__(self, n_in: int = 1200, hidden: int = 400, layers: int = 2, n_classes: int = 10):
         super().__init__()
@@ -37,18 +37,23 @@ class ColumnLSTM(nn.Module):
         return self.head(out[:, -1])
 
 
-def build() -> tuple:
+def build(n_classes: int = 10) -> tuple:
     """The network and its input transform.
+
+    Parameters
+    ----------
+    n_classes : int
+        Outputs of the head (the report: 10 genres).
 
     Returns
     -------
     net : nn.Module
-        (B, 400, 1200) float32 -> (B, 10) logits.
+        (B, 400, 1200) float32 -> (B, n_classes) logits.
     transform : callable
         (B, 400, 400, 3) uint8 images (numpy) -> (B, 400, 1200) float32 tensor in [0, 1], one row
         per image column.
     """
-    return ColumnLSTM(), transform
+    return ColumnLSTM(n_classes=n_classes), transform
 
 
 def transform(x: np.ndarray) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 scikit-learn ``SVC(kernel="rbf", C=100, gamma=2**-14)`` on the cached ``img360x120`` (H=120, W=360, RGB)
 flattened to 129600 values with pixels scaled to [0, 1]; split r80 (80/20). Report: 64 % top-1; the
-same SVM on the 400x400x3 image (480000 values, run name ``svm400``): 48 %.
+same SVM on the 400x400x3 image (480000 values, ``models/svm400.py``): 48 %.
 
 Choices the report leaves open: pixels scaled by 1/255 (gamma = 2^-14 only makes sense at that scale:
 squared distances between [0, 1] images are ~1e3-1e4, so gamma * d^2 is of order 1); rows flattened in
@@ -35,7 +35,6 @@ class SvmParams:
 
 
 HPARAMS = SvmParams()
-VARIANT_HPARAMS = {"svm400": SvmParams(view="img400")}
 PRESETS = {}  # fitting takes seconds: every preset is the report's protocol
 
 

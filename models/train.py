@@ -1,32 +1,45 @@
-"""One training loop for every model of the report, the splits, the run folders and top-k accuracy.
+"""One training loop for every model, the splits, and the run folders.
 
 ``run(model, cache_dir, runs_root, ...)`` trains one model on one split of a feature cache (written by
 ``python -m features``) and leaves a run folder ``<runs_root>/<data_name>/<model>/<split>-<preset>-seed<k>/``::
 
-    config.json          model, split, preset, seed, settings, data identity, versions, results
-    history.csv          epoch, train_loss, train_acc, val_acc, seconds (torch models)
+    config.json          identity (model, split, preset, seed, settings, fingerprints of the arrays it
+                         read), classes, feature settings, versions, results
+    history.csv          epoch, train_loss, train_acc, val_acc, test_acc_monitor, seconds (torch models)
     history_final.csv    the retrain on train+val, when the model is "final model on train+val"
     model.pt             torch state_dict (loads with weights_only=True); the SVM writes svm.npz
-    predictions.npz      probs (torch) or scores (SVM) (n_test, 10) float32, labels, files, classes
+    predictions.npz      log_probs (torch) or scores (SVM) (n_test, n_classes) float32, labels, files,
+                         classes; none for split ``all`` (nothing is tested)
     COMPLETE             written last: the run finished
 
-Every file is written atomically. While training, ``checkpoint.pt`` (weights, optimizer and RNG state,
-history) is rewritten after each epoch, so an interrupted run resumes where it stopped and ends with the
-same numbers as an uninterrupted one; it is removed once COMPLETE is written. A complete run is
-skipped unless ``force``; one made with other settings or another build of the cache (its
-``identity`` in config.json differs) is retrained.
+Every file is written atomically. While training, ``checkpoint.pt`` (weights, optimizer, schedule and
+RNG state, history) is rewritten after each epoch, so an interrupted run resumes where it stopped and
+ends with the same numbers as an uninterrupted one; it is removed once COMPLETE is written. A complete
+run is skipped unless ``force``; one whose identity differs (other settings, or a changed fingerprint
+of an array its model reads: a change to the image code retrains the image models, not ``cnn1d_raw``)
+is retrained.
 
-Reproducibility: the splits depend only on (track ids, labels, seed); the shuffle of epoch e is drawn
-from ``default_rng([seed, phase, e])``; torch is seeded before each model is built and runs with
-``torch.use_deterministic_algorithms(True)``. Same seed, machine and thread count -> same numbers.
+``test_acc_monitor`` is the test accuracy after each epoch of a run without a validation part (the
+report's r80 models; its Figure 7 draws that curve). It is recorded for the figure only: no decision
+(stopping, selection) ever reads it.
+
+Reproducibility: the splits depend only on (track ids, labels, seed); the shuffle and a model's own
+batch sampling in epoch e are drawn from ``default_rng([seed, phase, e])``; torch is seeded before each
+model is built and runs with ``torch.use_deterministic_algorithms(True)``. Same seed, machine and
+thread count -> same numbers.
+
+A model file may supply, besides ``HPARAMS``, ``PRESETS`` and ``build(n_classes)``: ``train_batch``
+(its own batch sampling and augmentation), ``set_normalisation`` (statistics from the training rows)
+and ``clip_log_probs`` (clip-level prediction); ``models/best.py`` does.
 
 CPU speed without changing any model (bench/bench_train.py): batches are copied once out of the
 memory-mapped cache; denormal floats are flushed to zero; cnn2d runs channels_last; evaluation runs
-under ``torch.inference_mode``; torch uses every core.
+under ``torch.inference_mode``; torch uses every usable core.
 """
 
 import csv
 import dataclasses
+import hashlib
 import importlib
 import io
 import json
@@ -45,44 +58,65 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import torch  # noqa: E402  (after the environment variable above)
 
-from features import atomic_write  # noqa: E402
+from features import atomic_write, usable_cpus  # noqa: E402
 from features.cache import open_cache  # noqa: E402
+from features.dataset import track_id  # noqa: E402
 
-from . import MODELS, REPORTED, top_k_accuracy  # noqa: E402
-from .hparams import PRESETS, SPLITS, Hparams  # noqa: E402,F401  (re-exported)
+from . import REPORTED, RUN_NAMES, top_k_accuracy  # noqa: E402
+from .hparams import FOLD_RE, PRESETS, SPLITS, Hparams, is_split  # noqa: E402
 
-VARIANTS = {"svm400": "svm"}  # extra run names -> the model file they use (the report's SVM on img400)
 STURM_DIR = Path(__file__).resolve().parent / "sturm_filtered"
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc", "seconds")
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc", "test_acc_monitor", "seconds")
 
 
 class TrainError(Exception):
     """A problem with the inputs of a run, described in one line that names the file."""
 
 
-def track_id(relpath: str) -> str:
-    """Track id of a clip path: its file stem (``blues/blues.00000.wav`` -> ``blues.00000``)."""
-    return Path(relpath).stem
+def _tracks_by_class(track_ids, labels) -> dict:
+    """class -> {track id -> its rows}, checking that no track carries two labels."""
+    rows, label_of = {}, {}
+    for i, (t, c) in enumerate(zip(track_ids, labels)):
+        if label_of.setdefault(t, c) != c:
+            raise TrainError(f"split: track {t!r} has files under two labels")
+        rows.setdefault(t, []).append(i)
+    by_class = {}
+    for t in sorted(rows):
+        by_class.setdefault(label_of[t], {})[t] = rows[t]
+    return {c: by_class[c] for c in sorted(by_class)}
+
+
+def _filtered(track_ids, lists_dir) -> dict:
+    where = {}
+    for part, name in (("train", "train"), ("val", "valid"), ("test", "test")):
+        path = Path(lists_dir) / f"{name}_filtered.txt"
+        try:
+            where.update((track_id(line), part) for line in path.read_text().split())
+        except FileNotFoundError:
+            raise TrainError(f"{path}: missing split list") from None
+    return {p: [i for i, t in enumerate(track_ids) if where.get(t) == p] for p in ("train", "val", "test")}
 
 
 def split_indices(track_ids, labels, split: str, seed: int = 0, lists_dir=STURM_DIR) -> dict:
-    """Row indices of the train, validation and test clips of a split.
+    """Row indices of the train, validation and test clips of a split, every track on one side.
 
-    ``r70`` and ``r80`` are stratified: within each class, clips are ordered by track id and shuffled
-    with ``default_rng(seed)``; the first ``round(0.2 n_c)`` are test, for ``r70`` the next
-    ``round(0.1 n_c)`` are validation (halves round up; 70/10/20 of GTZAN's 100 per class), the rest
-    train. ``r80`` has the same test set and trains on the rest (``r70``'s train + val). The split
-    depends only on the set of
-    (track id, label) pairs, not on their order, so a cache and a CSV of the same clips agree.
-    ``filtered``: the artist-filtered lists (train, valid, test) matched by track id; clips in no list
-    are left out.
+    ``r70``/``r80``: within each class, its tracks (sorted by id) are shuffled with ``default_rng(seed)``;
+    the first ``round(0.2 n_c)`` tracks are test, for ``r70`` the next ``round(0.1 n_c)`` validation
+    (halves round up; 70/10/20 of GTZAN's 100 per class), the rest train; ``r80`` has the same test
+    set and trains on the rest. ``k<K>f<i>``: the shuffled tracks are dealt into K folds in turn
+    (class after class, so every fold is stratified); fold i is test, the others train.
+    ``filtered``: the artist-filtered lists matched by track id (clips in no list are left out).
+    ``all``: every clip trains. A track's files (a clip and its excerpts) always share a side. The
+    result depends only on the set of (track id, label) pairs, not on their order; with one file per
+    track, on (track id, label) per clip as before tracks were grouped.
 
     Parameters
     ----------
     track_ids : sequence of str, length n
+        ``features.dataset.track_id`` of each row's file.
     labels : array of int, shape (n,)
     split : str
-        ``"r70"``, ``"r80"`` or ``"filtered"``.
+        ``r70``, ``r80``, ``filtered``, ``all`` or ``k<K>f<i>``.
     seed : int
     lists_dir : path
         Folder of ``{train,valid,test}_filtered.txt`` (``filtered`` only).
@@ -90,43 +124,45 @@ def split_indices(track_ids, labels, split: str, seed: int = 0, lists_dir=STURM_
     Returns
     -------
     dict of str -> np.ndarray of int64
-        ``"train"``, ``"val"`` (empty for ``r80``), ``"test"``: sorted row indices, disjoint.
+        ``"train"``, ``"val"``, ``"test"``: sorted row indices, disjoint.
     """
     track_ids, labels = list(track_ids), np.asarray(labels)
-    if len(set(track_ids)) != len(track_ids):
-        raise TrainError("split: duplicate track ids in the data")
+    if not is_split(split):
+        raise TrainError(f"unknown split {split!r}; choose from {', '.join(SPLITS)} or k<K>f<i>")
+    by_class = _tracks_by_class(track_ids, labels)
     if split == "filtered":
-        where = {}
-        for part, name in (("train", "train"), ("val", "valid"), ("test", "test")):
-            path = Path(lists_dir) / f"{name}_filtered.txt"
-            try:
-                where.update((track_id(line), part) for line in path.read_text().split())
-            except FileNotFoundError:
-                raise TrainError(f"{path}: missing split list") from None
-        parts = {p: [i for i, t in enumerate(track_ids) if where.get(t) == p] for p in ("train", "val", "test")}
-        return {p: np.array(v, dtype=np.int64) for p, v in parts.items()}
-    if split not in ("r70", "r80"):
-        raise TrainError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
-    rng = np.random.default_rng(seed)
-    parts = {"train": [], "val": [], "test": []}
-    for c in np.unique(labels):
-        members = sorted(np.flatnonzero(labels == c), key=lambda i: track_ids[i])
-        members = [members[i] for i in rng.permutation(len(members))]
-        n_test, n_val = int(0.2 * len(members) + 0.5), int(0.1 * len(members) + 0.5)  # half rounds up
-        parts["test"] += members[:n_test]
-        if split == "r70":
-            parts["val"] += members[n_test:n_test + n_val]
-            parts["train"] += members[n_test + n_val:]
-        else:
-            parts["train"] += members[n_test:]
+        parts = _filtered(track_ids, lists_dir)
+    elif split == "all":
+        parts = {"train": list(range(len(labels))), "val": [], "test": []}
+    else:
+        parts = _random_parts(by_class, split, seed)
     return {p: np.sort(np.array(v, dtype=np.int64)) for p, v in parts.items()}
 
 
+def _random_parts(by_class, split, seed) -> dict:
+    rng = np.random.default_rng(seed)
+    fold = FOLD_RE.match(split)
+    parts, dealt = {"train": [], "val": [], "test": []}, 0
+    for tracks in by_class.values():
+        order = [list(tracks)[i] for i in rng.permutation(len(tracks))]
+        if fold:
+            k, i = int(fold["k"]), int(fold["fold"])
+            side = ["test" if (dealt + j) % k == i else "train" for j in range(len(order))]
+            dealt += len(order)
+        else:
+            n_test, n_val = int(0.2 * len(order) + 0.5), int(0.1 * len(order) + 0.5)  # half rounds up
+            n_val = n_val if split == "r70" else 0
+            side = ["test"] * n_test + ["val"] * n_val + ["train"] * (len(order) - n_test - n_val)
+        for t, s in zip(order, side):
+            parts[s] += tracks[t]
+    return parts
+
+
 def load_model(name: str):
-    """The model file ``models/<name>.py`` (or the file a variant such as ``svm400`` uses)."""
-    if name not in MODELS and name not in VARIANTS:
-        raise TrainError(f"unknown model {name!r}; choose from {', '.join(MODELS + tuple(VARIANTS))}")
-    return importlib.import_module(f"models.{VARIANTS.get(name, name)}")
+    """The model file ``models/<name>.py``."""
+    if name not in RUN_NAMES:
+        raise TrainError(f"unknown model {name!r}; choose from {', '.join(RUN_NAMES)}")
+    return importlib.import_module(f"models.{name}")
 
 
 def settings(name: str, preset: str):
@@ -134,8 +170,12 @@ def settings(name: str, preset: str):
     if preset not in PRESETS:
         raise TrainError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     module = load_model(name)
-    base = module.VARIANT_HPARAMS[name] if name in VARIANTS else module.HPARAMS
-    return module, dataclasses.replace(base, **module.PRESETS.get(preset, {}))
+    return module, dataclasses.replace(module.HPARAMS, **module.PRESETS.get(preset, {}))
+
+
+def inputs(hp) -> tuple:
+    """The cache arrays a model with settings ``hp`` reads (besides ``labels``)."""
+    return (hp.view, "lengths") if hp.view == "mel_db" else (hp.view,)
 
 
 def default_device() -> torch.device:
@@ -195,11 +235,24 @@ def plan(parts: dict, hp, split: str) -> Split:
     return Split(train, val, test, bool(getattr(hp, "final_on_trainval", False) and len(val)))
 
 
-def _read(arr, idx, scale, hp, transform) -> torch.Tensor:
+class Feed(NamedTuple):
+    """Everything a torch model's batches are made from."""
+
+    module: object  # the model file
+    hp: Hparams
+    arr: np.ndarray  # the memory-mapped cache array the model reads
+    scale: float  # int16 -> float factor, None for float arrays
+    labels: np.ndarray
+    n_frames: np.ndarray  # valid frames per clip (mel_db models), else None
+    n_classes: int
+    device: torch.device
+
+
+def _read(feed: Feed, idx, transform) -> torch.Tensor:
     """One batch out of the memmap (one copy), as the model's input tensor on the CPU."""
-    x = arr[idx] if hp.crop is None else arr[idx, :hp.crop]
-    if scale is not None:
-        x = x * np.float32(scale)
+    x = feed.arr[idx] if feed.hp.crop is None else feed.arr[idx, :feed.hp.crop]
+    if feed.scale is not None:
+        x = x * np.float32(feed.scale)
     return transform(x)
 
 
@@ -207,52 +260,84 @@ def _log_probs(out: torch.Tensor, loss: str) -> torch.Tensor:
     return out if loss == "nll" else torch.log_softmax(out, dim=1)
 
 
-def _nll(log_probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    # gather rather than F.nll_loss: CUDA's nll_loss has no deterministic implementation.
-    return -log_probs.gather(1, y[:, None]).mean()
-
-
-def predict(net, arr, idx, scale, hp, transform, device) -> np.ndarray:
-    """Class probabilities, shape (len(idx), 10) float32, of the clips ``idx`` (in that order)."""
+def predict(net, feed: Feed, idx, transform) -> np.ndarray:
+    """Log-probabilities, shape (len(idx), n_classes) float32, of the clips ``idx`` (in that order)."""
     net.eval()
     out = []
     with torch.inference_mode():
-        for start in range(0, len(idx), hp.batch_size):
-            x = _read(arr, idx[start:start + hp.batch_size], scale, hp, transform).to(device)
-            out.append(_log_probs(net(x), hp.loss).exp().float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 10), np.float32)
+        for start in range(0, len(idx), feed.hp.batch_size):
+            rows = idx[start:start + feed.hp.batch_size]
+            if hasattr(feed.module, "clip_log_probs"):
+                out.append(feed.module.clip_log_probs(net, feed.arr[rows], feed.n_frames[rows]).float().cpu())
+            else:
+                x = _read(feed, rows, transform).to(feed.device)
+                out.append(_log_probs(net(x), feed.hp.loss).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, feed.n_classes), np.float32)
 
 
-def train_epoch(net, opt, arr, labels, order, scale, hp, transform, device) -> tuple:
-    """One pass over ``order`` in batches; returns (mean batch loss, mean batch accuracy).
+def _loss(log_probs, target, weights) -> torch.Tensor:
+    """Mean (class-weighted) negative log-likelihood of hard (B,) or soft (B, C) targets."""
+    soft = target if target.ndim == 2 else torch.zeros_like(log_probs).scatter_(1, target[:, None], 1.0)
+    # a sum over classes rather than F.nll_loss: CUDA's nll_loss has no deterministic implementation.
+    per_clip = -(soft * log_probs).sum(1)
+    w = soft @ weights if weights is not None else torch.ones_like(per_clip)
+    return (w * per_clip).sum() / w.sum()
 
-    The means are over batches (unweighted), as the report's loops printed the running accuracy; the
-    last batch may be smaller. Each batch is read in sorted row order (sequential memmap access).
+
+def train_epoch(net, opt, sched, feed: Feed, order, transform, rng, weights) -> tuple:
+    """One pass over ``order`` in batches; returns (mean loss, training accuracy correct / total).
+
+    Both are over clips, as the report's loops counted the running accuracy (a short last batch
+    weighs by its size). Each batch is read in sorted row order (sequential memmap access).
     """
     net.train()
-    losses, accs = [], []
-    for start in range(0, len(order), hp.batch_size):
-        idx = np.sort(order[start:start + hp.batch_size])
-        x = _read(arr, idx, scale, hp, transform).to(device, non_blocking=True)
-        y = torch.from_numpy(labels[idx]).to(device, non_blocking=True)
-        log_probs = _log_probs(net(x), hp.loss)
-        loss = _nll(log_probs, y)
+    loss_sum, correct, total = 0.0, 0, 0
+    for start in range(0, len(order), feed.hp.batch_size):
+        idx = np.sort(order[start:start + feed.hp.batch_size])
+        if hasattr(feed.module, "train_batch"):
+            x, target = feed.module.train_batch(feed.arr, idx, feed.labels, feed.n_frames, rng, feed.n_classes)
+        else:
+            x, target = _read(feed, idx, transform), torch.from_numpy(feed.labels[idx])
+        x, target = x.to(feed.device, non_blocking=True), target.to(feed.device, non_blocking=True)
+        log_probs = _log_probs(net(x), feed.hp.loss)
+        loss = _loss(log_probs, target, weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(loss.item())
-        accs.append((log_probs.argmax(1) == y).float().mean().item())
-    return float(np.mean(losses)), float(np.mean(accs))
+        if sched is not None:
+            sched.step()
+        truth = target.argmax(1) if target.ndim == 2 else target
+        loss_sum += loss.item() * len(truth)
+        correct += int((log_probs.argmax(1) == truth).sum())
+        total += len(truth)
+    return loss_sum / total, correct / total
 
 
-def _new_model(module, hp, seed, device):
+def _new_model(feed: Feed, seed, train_idx, steps_per_epoch):
+    """A freshly initialised network (seeded), its transform, optimizer and learning-rate schedule."""
+    hp = feed.hp
     torch.manual_seed(seed)
-    net, transform = module.build()
-    net = net.to(device)
+    net, transform = feed.module.build(feed.n_classes)
+    if hasattr(feed.module, "set_normalisation"):
+        feed.module.set_normalisation(net, feed.arr, train_idx, feed.n_frames)
+    net = net.to(feed.device)
     if hp.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    opt_class = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[hp.optimizer]
-    return net, transform, opt_class(net.parameters(), lr=hp.lr)
+    opt_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[hp.optimizer]
+    opt = opt_class(net.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+    sched = None
+    if hp.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=hp.max_epochs * steps_per_epoch)
+    return net, transform, opt, sched
+
+
+def _class_weights(feed: Feed, train_idx):
+    """Inverse class frequency of the training rows, mean 1 over the classes present (None: unweighted)."""
+    if not feed.hp.class_weights:
+        return None
+    counts = np.bincount(feed.labels[train_idx], minlength=feed.n_classes).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max(1, (counts > 0).sum()), 0.0)
+    return torch.tensor(w, dtype=torch.float32, device=feed.device)
 
 
 def _rng_state(device) -> dict:
@@ -268,74 +353,102 @@ def _set_rng_state(state, device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+class _Resume:
+    """A run's checkpoint: what it holds, and writing it after each epoch."""
+
+    def __init__(self, path: Path, identity: dict, log, label):
+        self.path, self.identity, self.state = path, identity, None
+        if path.exists():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if state["identity"] != identity:
+                log(f"{label}: checkpoint is from other settings or data; starting over")
+            else:
+                self.state = state
+                log(f"{label}: resuming the {state['phase']} phase after epoch {state['epoch']}")
+        self.history = self.state["history"] if self.state else []
+        self.history_final = self.state["history_final"] if self.state else []
+        self.main_stopped = self.state["main_stopped"] if self.state else False
+        self.earlier = self.state["seconds"] if self.state else 0.0  # time before a resume
+        self.t_start = time.perf_counter()
+
+    def restore(self, phase, net, opt, sched, device):
+        """(first epoch to run, stopped) for ``phase``, loading its saved state when there is one."""
+        s = self.state
+        if not (s and s["phase"] == phase):
+            return 0, False
+        net.load_state_dict(s["model"])
+        opt.load_state_dict(s["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(s["schedule"])
+        _set_rng_state(s["rng"], device)
+        return s["epoch"], s["stopped"]
+
+    def save(self, phase, epoch, stopped, net, opt, sched, device):
+        payload = {"identity": self.identity, "phase": phase, "epoch": epoch, "stopped": stopped,
+                   "main_stopped": self.main_stopped, "history": self.history,
+                   "history_final": self.history_final, "model": net.state_dict(),
+                   "optimizer": opt.state_dict(), "schedule": sched.state_dict() if sched else None,
+                   "rng": _rng_state(device), "seconds": self.earlier + time.perf_counter() - self.t_start}
+        atomic_write(self.path, lambda f: torch.save(payload, f))
+
+
+def _phase(feed, ckpt, phase, rows, seed, parts, max_epochs, stop_acc, run_dir, log, label):
+    """Train one phase (``main`` or ``final``) to its end, resumably; returns (net, transform)."""
+    train_idx, val_idx, monitor_idx = parts
+    steps = -(-len(train_idx) // feed.hp.batch_size)
+    net, transform, opt, sched = _new_model(feed, seed, train_idx, steps)
+    weights = _class_weights(feed, train_idx)
+    epoch, stopped = ckpt.restore(phase, net, opt, sched, feed.device)
+    while epoch < max_epochs and not stopped:
+        epoch += 1
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([seed, phase == "final", epoch])
+        order = rng.permutation(train_idx)
+        loss, acc = train_epoch(net, opt, sched, feed, order, transform, rng, weights)
+        row = {"epoch": epoch, "train_loss": round(loss, 5), "train_acc": round(acc, 4)}
+        for key, idx in (("val_acc", val_idx), ("test_acc_monitor", monitor_idx)):
+            row[key] = round(top_k_accuracy(feed.labels[idx], predict(net, feed, idx, transform), 1), 4) \
+                if len(idx) else ""
+        rows.append({**row, "seconds": round(time.perf_counter() - t0, 2)})
+        stopped = stop_acc is not None and acc > stop_acc
+        if phase == "main":
+            ckpt.main_stopped = stopped
+        ckpt.save(phase, epoch, stopped, net, opt, sched, feed.device)
+        _write_history(run_dir / ("history.csv" if phase == "main" else "history_final.csv"), rows)
+        log(f"{label} {'retrain ' if phase == 'final' else ''}epoch {epoch}/{max_epochs}: "
+            f"loss {loss:.4f}  train_acc {acc:.3f}"
+            + (f"  val_acc {row['val_acc']:.3f}" if row["val_acc"] != "" else "")
+            + f"  ({rows[-1]['seconds']:.1f} s)")
+    return net, transform
+
+
 def _train_torch(module, hp, data, split: Split, run_dir, identity, seed, device, log, label) -> tuple:
-    """Both phases of a torch model's protocol, resumable; returns (test probs, "probs", results)."""
+    """Both phases of a torch model's protocol, resumably; returns (test log-probs, key, results)."""
     arr = data.array(hp.view)
     scale = data.manifest.get(hp.view, {}).get("scale") if arr.dtype.kind == "i" else None
-    labels = data.labels
-    ckpt_path = run_dir / "checkpoint.pt"
-    state = None
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if state["identity"] != identity:
-            log(f"{label}: checkpoint is from other settings or data; starting over")
-            state = None
-        else:
-            log(f"{label}: resuming the {state['phase']} phase after epoch {state['epoch']}")
-    history = state["history"] if state else []
-    history_final = state["history_final"] if state else []
-    main_stopped = state["main_stopped"] if state else False
-    t_start, earlier = time.perf_counter(), state["seconds"] if state else 0.0  # time before a resume
-
-    def phase_loop(phase, rows, train_idx, val_idx, max_epochs, stop_acc):
-        nonlocal main_stopped
-        net, transform, opt = _new_model(module, hp, seed, device)
-        start, stopped = 0, False
-        if state and state["phase"] == phase:
-            net.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            _set_rng_state(state["rng"], device)
-            start, stopped = state["epoch"], state["stopped"]
-        epoch = start
-        while epoch < max_epochs and not stopped:
-            epoch += 1
-            t0 = time.perf_counter()
-            order = np.random.default_rng([seed, phase == "final", epoch]).permutation(train_idx)
-            loss, acc = train_epoch(net, opt, arr, labels, order, scale, hp, transform, device)
-            val_acc = ""
-            if len(val_idx):
-                probs = predict(net, arr, val_idx, scale, hp, transform, device)
-                val_acc = round(top_k_accuracy(labels[val_idx], probs, 1), 4)
-            rows.append({"epoch": epoch, "train_loss": round(loss, 5), "train_acc": round(acc, 4),
-                         "val_acc": val_acc, "seconds": round(time.perf_counter() - t0, 2)})
-            stopped = stop_acc is not None and acc > stop_acc
-            if phase == "main":
-                main_stopped = stopped
-            payload = {"identity": identity, "phase": phase, "epoch": epoch, "stopped": stopped,
-                       "main_stopped": main_stopped, "history": history, "history_final": history_final,
-                       "model": net.state_dict(), "optimizer": opt.state_dict(), "rng": _rng_state(device),
-                       "seconds": earlier + time.perf_counter() - t_start}
-            atomic_write(ckpt_path, lambda f: torch.save(payload, f))
-            _write_history(run_dir / ("history.csv" if phase == "main" else "history_final.csv"), rows)
-            log(f"{label} {'retrain ' if phase == 'final' else ''}epoch {epoch}/{max_epochs}: "
-                f"loss {loss:.4f}  train_acc {acc:.3f}"
-                + (f"  val_acc {val_acc:.3f}" if val_acc != "" else "")
-                + f"  ({rows[-1]['seconds']:.1f} s)")
-        return net, transform
-
-    if not (state and state["phase"] == "final"):
-        net, transform = phase_loop("main", history, split.train, split.val, hp.max_epochs, hp.stop_acc)
-    results = {"epochs_run": len(history), "stopped_early": main_stopped, "seconds_before_resume": earlier}
+    n_frames = None
+    if hp.view == "mel_db":
+        n_frames = np.minimum(1 + data.array("lengths") // data.manifest["config"]["hop_length"], arr.shape[2])
+    feed = Feed(module, hp, arr, scale, data.labels, n_frames, len(data.classes), device)
+    ckpt = _Resume(run_dir / "checkpoint.pt", identity, log, label)
+    # no validation part: the test accuracy per epoch is recorded for the curves figure, never used
+    monitor = split.test if not len(split.val) else split.test[:0]
+    if not (ckpt.state and ckpt.state["phase"] == "final"):
+        net, transform = _phase(feed, ckpt, "main", ckpt.history, seed, (split.train, split.val, monitor),
+                                hp.max_epochs, hp.stop_acc, run_dir, log, label)
+    results = {"epochs_run": len(ckpt.history), "stopped_early": ckpt.main_stopped,
+               "seconds_before_resume": ckpt.earlier}
     if split.final:
         # the report's "final model on train+val": same initialisation, E = the epochs just run
-        results["final_epochs"] = len(history)
-        net, transform = phase_loop("final", history_final, np.sort(np.concatenate([split.train, split.val])),
-                                    split.val[:0], len(history), None)
-    probs = predict(net, arr, split.test, scale, hp, transform, device)
+        results["final_epochs"] = len(ckpt.history)
+        trainval = np.sort(np.concatenate([split.train, split.val]))
+        net, transform = _phase(feed, ckpt, "final", ckpt.history_final, seed, (trainval, split.val[:0], split.test),
+                                len(ckpt.history), None, run_dir, log, label)
+    log_probs = predict(net, feed, split.test, transform)
     state_dict = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     atomic_write(run_dir / "model.pt", lambda f: torch.save(state_dict, f))
     results["n_params"] = sum(p.numel() for p in net.parameters())
-    return probs, "probs", results
+    return log_probs, "log_probs", results
 
 
 def _train_svm(module, hp, data, split: Split, run_dir, log, label) -> tuple:
@@ -345,7 +458,7 @@ def _train_svm(module, hp, data, split: Split, run_dir, log, label) -> tuple:
     log(f"{label}: fitted on {len(split.train)} clips, {len(params['support_vectors'])} support vectors "
         f"({time.perf_counter() - t0:.1f} s)")
     module.save(run_dir / "svm.npz", params)
-    scores = module.decision_scores(params, arr[split.test])
+    scores = module.decision_scores(params, arr[split.test]) if len(split.test) else np.zeros((0, len(data.classes)))
     return scores, "scores", {"n_support_vectors": int(len(params["support_vectors"]))}
 
 
@@ -354,63 +467,16 @@ def run_dir_for(runs_root, data_name: str, model: str, split: str, preset: str, 
     return Path(runs_root) / data_name / model / f"{split}-{preset}-seed{seed}"
 
 
-def run(model: str, cache_dir, runs_root="runs", split: str = None, preset: str = "quick", seed: int = 0,
-        threads: int = None, force: bool = False, device=None, log=print) -> dict:
-    """Train and test one model on one split; skip it when its run folder is already complete.
+def run_identity(model: str, split: str, preset: str, seed: int, hp, data) -> dict:
+    """What decides a run's result: its settings and the fingerprints of the arrays its model reads."""
+    return {"model": model, "split": split, "preset": preset, "seed": seed, "hparams": dataclasses.asdict(hp),
+            "data_name": data.manifest.get("data_name", data.root.name),
+            "inputs": {name: data.fingerprint(name) for name in ("labels",) + inputs(hp)}}
 
-    Parameters
-    ----------
-    model : str
-        A name from ``models.MODELS`` (or ``svm400``).
-    cache_dir : path
-        A feature cache folder (``cache/<data_name>``).
-    runs_root : path
-    split : str, optional
-        ``r70``, ``r80`` or ``filtered``; default: the split the report used for this model.
-    preset : str
-        ``report`` (the report's settings), ``quick`` (CPU-sized, see each model file) or ``tiny``.
-    seed : int
-    threads : int, optional
-        Torch CPU threads; default all cores.
-    force : bool
-        Retrain even when a complete run exists.
-    device : torch.device, optional
-        Default: CUDA when available.
-    log : callable
-        Receives one line per epoch and per event.
 
-    Returns
-    -------
-    dict
-        The run's ``config.json`` content (results under ``"test"``), plus ``run_dir`` and ``skipped``.
-    """
-    module, hp = settings(model, preset)
-    split = split or hp.split
-    data = open_cache(cache_dir)
-    data_name = data.manifest.get("data_name", data.root.name)
-    parts = split_indices([track_id(f) for f in data.files], data.labels, split, seed)
-    sp = plan(parts, hp, split)
-    if not len(sp.train) or not len(sp.test):
-        raise TrainError(f"{data.root}: split {split} of {len(data.labels)} clips leaves "
-                         f"{len(sp.train)} to train on and {len(sp.test)} to test")
-    run_dir = run_dir_for(runs_root, data_name, model, split, preset, seed)
-    identity = {"model": model, "split": split, "preset": preset, "seed": seed,
-                "hparams": dataclasses.asdict(hp),
-                "data": {k: data.manifest.get(k) for k in ("data_name", "config_hash", "data_identity", "n")}}
-    label = f"{model} {split}-{preset}-seed{seed}"
-    if (run_dir / "COMPLETE").exists() and not force:
-        config = json.loads((run_dir / "config.json").read_text())
-        if config.get("identity") == identity:
-            log(f"{label}: complete in {run_dir}; skipped (--force retrains)")
-            return {**config, "run_dir": str(run_dir), "skipped": True}
-        log(f"{label}: {run_dir} is from other settings or data; retraining")
-        force = True
-    if force and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-
+def _set_up_torch(threads, device, seed):
     device = torch.device(device) if device is not None else default_device()
-    threads = threads or len(os.sched_getaffinity(0))
+    threads = threads or usable_cpus()
     torch.set_num_threads(threads)
     # Backward passes through the LSTM's 400 steps and the long 1-D convolutions produce gradients
     # below 1e-38; computing on such denormal floats made CPU epochs up to 20x slower. Flushing them
@@ -421,23 +487,94 @@ def run(model: str, cache_dir, runs_root="runs", split: str = None, preset: str 
     # GPU run; on the CPU every op used here is deterministic and an error would be a real bug.
     torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
     torch.backends.cudnn.benchmark = False
+    return device, threads
 
+
+def _prepare_dir(run_dir: Path, identity: dict, force: bool, log, label):
+    """The complete run's config when it can be reused, else None (the folder is then ready to train in)."""
+    if (run_dir / "COMPLETE").exists() and not force:
+        try:
+            config = json.loads((run_dir / "config.json").read_text())
+        except (OSError, ValueError):
+            config = {}
+        if config.get("identity") == identity:
+            log(f"{label}: complete in {run_dir}; skipped (--force retrains)")
+            return config
+        log(f"{label}: {run_dir} is from other settings or inputs; retraining")
+        force = True
+    if force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def run(model: str, cache_dir, runs_root="runs", split: str = None, preset: str = "quick", seed: int = 0,
+        threads: int = None, force: bool = False, device=None, log=print) -> dict:
+    """Train (and test, unless the split is ``all``) one model on one split; skip it when already complete.
+
+    Parameters
+    ----------
+    model : str
+        A name from ``models.RUN_NAMES``.
+    cache_dir : path
+        A feature cache folder (``cache/<data_name>``) holding the arrays the model reads.
+    runs_root : path
+    split : str, optional
+        ``r70``, ``r80``, ``filtered``, ``all`` or ``k<K>f<i>``; default: the split of the model's source.
+    preset : str
+        ``report`` (the source's settings), ``quick`` (CPU-sized, see each model file) or ``tiny``.
+    seed : int
+    threads : int, optional
+        Torch CPU threads; default all usable cores.
+    force : bool
+        Retrain even when a complete run exists.
+    device : torch.device, optional
+        Default: CUDA when available.
+    log : callable
+        Receives one line per epoch and per event.
+
+    Returns
+    -------
+    dict
+        The run's ``config.json`` content (results under ``"test"``, None for ``all``), plus
+        ``run_dir`` and ``skipped``.
+    """
+    module, hp = settings(model, preset)
+    split = split or hp.split
+    data = open_cache(cache_dir)
+    data_name = data.manifest.get("data_name", data.root.name)
+    parts = split_indices([track_id(f) for f in data.files], data.labels, split, seed)
+    sp = plan(parts, hp, split)
+    if not len(sp.train) or (split != "all" and not len(sp.test)):
+        raise TrainError(f"{data.root}: split {split} of {len(data.labels)} clips leaves "
+                         f"{len(sp.train)} to train on and {len(sp.test)} to test")
+    run_dir = run_dir_for(runs_root, data_name, model, split, preset, seed)
+    identity = run_identity(model, split, preset, seed, hp, data)
+    label = f"{model} {split}-{preset}-seed{seed}"
+    done = _prepare_dir(run_dir, identity, force, log, label)
+    if done is not None:
+        return {**done, "run_dir": str(run_dir), "skipped": True}
+    device, threads = _set_up_torch(threads, device, seed)
     t0 = time.perf_counter()
     if isinstance(hp, Hparams):
         scores, key, results = _train_torch(module, hp, data, sp, run_dir, identity, seed, device, log, label)
     else:
         scores, key, results = _train_svm(module, hp, data, sp, run_dir, log, label)
-    test_labels = data.labels[sp.test]
-    top = {f"top{k}": round(top_k_accuracy(test_labels, scores, k), 4) for k in (1, 2, 3)}
-    atomic_write(run_dir / "predictions.npz", lambda f: np.savez(
-        f, **{key: scores.astype(np.float32)}, labels=test_labels,
-        files=np.array([data.files[i] for i in sp.test]), classes=np.array(data.classes)))
+    top = None
+    if len(sp.test):
+        test_labels = data.labels[sp.test]
+        top = {f"top{k}": round(top_k_accuracy(test_labels, scores, k), 4) for k in (1, 2, 3)}
+        atomic_write(run_dir / "predictions.npz", lambda f: np.savez(
+            f, **{key: scores.astype(np.float32)}, labels=test_labels,
+            files=np.array([data.files[i] for i in sp.test]), classes=np.array(data.classes)))
     config = {
         "identity": identity, "model": model, "split": split, "preset": preset, "seed": seed,
-        "hparams": dataclasses.asdict(hp),
+        "hparams": dataclasses.asdict(hp), "classes": list(data.classes),
+        "features": {**data.manifest["config"], "wave_scale": data.manifest["wave"]["scale"]},
         "data": {"data_name": data_name, "data_root": data.manifest.get("data_root"),
-                 "cache_dir": str(data.root), "config_hash": data.manifest.get("config_hash"),
-                 "n": len(data.labels)},
+                 "cache_dir": str(Path(data.root).resolve()), "n": len(data.labels),
+                 "synthetic": data_name == "synthetic",
+                 "config_hash": _input_hash(identity["inputs"])},
         "versions": _versions(), "device": str(device), "threads": threads,
         "n_train": int(len(sp.train)), "n_val": int(len(sp.val)), "n_test": int(len(sp.test)),
         **results, "test": top, "reported": REPORTED.get((model, split)),
@@ -447,6 +584,12 @@ def run(model: str, cache_dir, runs_root="runs", split: str = None, preset: str 
     _write_json(run_dir / "config.json", config)
     atomic_write(run_dir / "COMPLETE", lambda f: f.write(b""))
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
-    log(f"{label}: test top-1 {top['top1']:.3f}  top-2 {top['top2']:.3f}  top-3 {top['top3']:.3f}  "
-        f"({config['wall_seconds']:.0f} s) -> {run_dir}")
+    log(f"{label}: " + (f"test top-1 {top['top1']:.3f}  top-2 {top['top2']:.3f}  top-3 {top['top3']:.3f}"
+                        if top else f"trained on all {len(sp.train)} clips (nothing tested)")
+        + f"  ({config['wall_seconds']:.0f} s) -> {run_dir}")
     return {**config, "run_dir": str(run_dir), "skipped": False}
+
+
+def _input_hash(fingerprints: dict) -> str:
+    """One hash of a run's input fingerprints: runs that read the same features share it."""
+    return hashlib.sha256(json.dumps(fingerprints, sort_keys=True).encode()).hexdigest()[:16]

@@ -46,6 +46,7 @@ def test_cache_arrays_match_the_feature_functions(tiny_data, tiny_cache):
     views = images.image_views(S[i])
     np.testing.assert_array_equal(img400[i], views["400"])
     np.testing.assert_array_equal(img360[i], views["360x120"])
+    assert c.array("lengths").tolist() == [3 * 22050] * 10
     m = c.manifest
     assert m["n"] == 10 and m["n_skipped"] == 0 and m["data_name"] == "synthetic"
     assert m["wave"] == {"dtype": "int16", "scale": 2.0 ** -15}
@@ -66,7 +67,7 @@ def test_rerun_skips_then_rebuilds_on_change(tiny_data, tmp_path, no_default_dat
     assert cli.main(args + ["--views", "120"]) == 0  # config changed: rebuilt with the extra view
     c = cache.open_cache(tmp_path / "cache" / "mydata")
     assert c.array("img120").shape == (9, 120, 120, 3)
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["mydata"]  # no temp folders
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".mydata.lock", "mydata"]  # no temp folders
 
 
 def test_undecodable_files_are_skipped_and_recorded(tiny_data, tmp_path, capsys):
@@ -115,20 +116,48 @@ def test_interrupted_build_leaves_nothing(tiny_data, tiny_cache, tmp_path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic"]
 
 
-def test_no_data_is_one_line_and_exit_2(no_default_data, capsys):
-    assert cli.main(["--cache", "unused"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: no GTZAN data found") and "\n" not in err and "data/gtzan" in err
+def test_no_data_without_fallback_is_one_line(no_default_data):
+    with pytest.raises(dataset.DataError, match="no GTZAN data found: put the GTZAN folder at"):
+        cache.ensure_features(None, "unused", synthetic=None)
 
 
-def test_synthetic_fallback(no_default_data, monkeypatch, tmp_path):
+def test_synthetic_fallback_is_loud_and_resizes(no_default_data, monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(dataset, "REPO", tmp_path)
     real = synth.write_dataset  # short clips keep the test fast; the cache pads them to 30 s
     monkeypatch.setattr(synth, "write_dataset", lambda out_dir, n_per_class: real(out_dir, n_per_class, 2.0))
+    assert cli.main(["--cache", str(tmp_path / "cache"), "--synthetic", "2"]) == 0
+    assert "SYNTHETIC genre set (2 clips per class)" in capsys.readouterr().out
     out = cache.ensure_features(None, tmp_path / "cache", synthetic=1, progress=False)
     assert out == tmp_path / "cache" / "synthetic"
-    assert (tmp_path / "data" / "synthetic" / "rock" / "rock.00000.wav").is_file()
+    assert sorted(p.name for p in (tmp_path / "data" / "synthetic" / "rock").iterdir()) == ["rock.00000.wav"]
     assert cache.open_cache(out).manifest["n"] == 10
+
+
+def test_named_data_that_is_unusable_is_an_error_never_a_fallback(no_default_data, tmp_path, capsys,
+                                                                   monkeypatch):
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["--data", str(tmp_path / "empty"), "--cache", str(tmp_path / "c")]) == 2
+    monkeypatch.setenv("GTZAN_DIR", str(tmp_path / "nowhere"))
+    assert cli.main(["--cache", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "no genre folders" in err[0] and "not found (given by $GTZAN_DIR)" in err[1]
+    assert not (tmp_path / "c").exists()
+
+
+def test_one_class_folder_is_one_line(tiny_data, tmp_path, capsys):
+    shutil.copytree(tiny_data / "jazz", tmp_path / "one" / "jazz")
+    assert cli.main(["--data", str(tmp_path / "one"), "--cache", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("only one class folder (jazz); a classifier needs two or more") and "\n" not in err
+
+
+def test_cache_error_is_one_line(tiny_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cache, "ensure_features", lambda *a, **k: tmp_path / "broken")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text("{not json")
+    assert cli.main(["--data", str(tiny_data)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
 
 
 def test_open_cache_missing_is_one_line(tmp_path):

@@ -8,20 +8,23 @@ import pytest
 import torch
 
 from features.cache import CacheError
-from models import MODELS, top_k_accuracy, train
+from models import RUN_NAMES, top_k_accuracy, train
 
 GENRES = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
 
 
-def write_fake_cache(root, n_per_class=3, views=("img400", "img360x120", "wave"), seed=0):
+def write_fake_cache(root, n_per_class=3, views=("img400", "img360x120", "wave"), seed=0, n_classes=10,
+                     fingerprints=None):
     """A small cache in the exact format of ``features.cache`` with class-dependent content.
 
     Class c: a bright band of mel rows (row block c of 10, low classes at the bottom) over noise in the
-    images, and a 110 * (c + 1) Hz tone over noise in the waveform.
+    images, a 110 * (c + 1) Hz tone over noise in the waveform, and a loud band of mel bands in
+    ``mel_db``. Fingerprints are ``fake-<name>`` unless ``fingerprints`` overrides some.
     """
     rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(10), n_per_class)
-    files = [f"{GENRES[c]}/{GENRES[c]}.{i:05d}.wav" for c in range(10) for i in range(n_per_class)]
+    names = GENRES[:n_classes] if n_classes <= 10 else GENRES + [f"own{i}" for i in range(n_classes - 10)]
+    labels = np.repeat(np.arange(n_classes), n_per_class)
+    files = [f"{names[c]}/{names[c]}.{i:05d}.wav" for c in range(n_classes) for i in range(n_per_class)]
     root.mkdir(parents=True)
     shapes = {"img400": (400, 400), "img360x120": (120, 360)}
     for view in views:
@@ -30,21 +33,41 @@ def write_fake_cache(root, n_per_class=3, views=("img400", "img360x120", "wave")
             wave = np.stack([0.3 * np.sin(2 * np.pi * 110 * (c + 1) * t) + 0.1 * rng.standard_normal(661500)
                              for c in labels])
             np.save(root / "wave.npy", np.round(wave * 32768).astype(np.int16))
+        elif view == "mel_db":
+            S = rng.normal(-60, 5, (len(labels), 128, 1292)).astype(np.float32)
+            for i, c in enumerate(labels):
+                S[i, 12 * (c % 10):12 * (c % 10) + 12] += 40
+            np.save(root / "mel_db.npy", S)
         else:
             h, w = shapes[view]
             img = rng.integers(0, 80, (len(labels), h, w, 3), dtype=np.uint8)
             band = h // 10
             for i, c in enumerate(labels):
-                img[i, h - (c + 1) * band:h - c * band] += 150
+                img[i, h - (c % 10 + 1) * band:h - (c % 10) * band] += 150
             np.save(root / f"{view}.npy", img)
     np.save(root / "labels.npy", labels.astype(np.int64))
+    np.save(root / "lengths.npy", np.full(len(labels), 661500, np.int64))
     (root / "files.txt").write_text("".join(f + "\n" for f in files))
-    manifest = {"format": 1, "data_name": root.name, "data_root": str(root), "data_identity": "fake",
-                "classes": GENRES, "n": len(labels), "n_skipped": 0, "config": {}, "config_hash": "fakehash",
-                "wave": {"dtype": "int16", "scale": 2.0 ** -15}, "versions": {}, "timings": {},
+    arrays = {}
+    for name in ("labels", "lengths") + tuple(views):
+        a = np.load(root / f"{name}.npy", mmap_mode="r")
+        arrays[name] = {"fingerprint": (fingerprints or {}).get(name, f"fake-{name}"), "dtype": a.dtype.name,
+                        "shape": list(a.shape)}
+    manifest = {"format": 2, "data_name": root.name, "data_root": str(root), "data_identity": "fake",
+                "rows_fingerprint": "fake", "classes": names, "n": len(labels), "n_skipped": 0,
+                "config": {"sr": 22050, "duration": 30.0, "n_fft": 2048, "hop_length": 512, "n_mels": 128,
+                           "fmin": 0.0, "fmax": None, "top_db": 80.0},
+                "wave": {"dtype": "int16", "scale": 2.0 ** -15}, "arrays": arrays, "versions": {}, "timings": {},
                 "files": [{"relpath": f, "status": "ok"} for f in files]}
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root
+
+
+def set_fingerprint(cache, name, value):
+    """Change one array's fingerprint in a cache's manifest, as a rebuild of that array would."""
+    manifest = json.loads((cache / "manifest.json").read_text())
+    manifest["arrays"][name]["fingerprint"] = value
+    (cache / "manifest.json").write_text(json.dumps(manifest))
 
 
 @pytest.fixture(scope="module")
@@ -130,14 +153,14 @@ def test_bad_inputs_give_one_line_errors(tmp_path, fake_cache):
              (("resnet", fake_cache), {}, "unknown model 'resnet'"),
              (("svm", fake_cache), {"preset": "fast"}, "unknown preset 'fast'"),
              (("svm", fake_cache), {"split": "r50"}, "unknown split 'r50'"),
-             (("cnn1d_raw", fake_cache), {"preset": "tiny"}, "wave.npy: missing")]
+             (("cnn1d_raw", fake_cache), {"preset": "tiny"}, "wave.npy: not in this cache")]
     for args, kwargs, message in cases:
         with pytest.raises((train.TrainError, CacheError), match=message) as err:
             train.run(*args, tmp_path / "runs", **kwargs)
         assert "\n" not in str(err.value)
     bad = write_fake_cache(tmp_path / "bad", n_per_class=1, views=())
     (bad / "files.txt").write_text("blues/blues.00000.wav\n")
-    with pytest.raises(CacheError, match="files.txt: 1 lines but labels.npy has 10"):
+    with pytest.raises(CacheError, match="files.txt: 1 lines, labels.npy 10 rows, the manifest 10"):
         train.run("svm", bad, tmp_path / "runs")
 
 
@@ -158,14 +181,17 @@ def test_torch_run_folder_resume_skip_force(tmp_path, fake_cache):
                                                   "predictions.npz"]
     config = json.loads((d / "config.json").read_text())
     assert config["epochs_run"] == 2 and (config["n_train"], config["n_val"], config["n_test"]) == (40, 10, 10)
-    assert config["data"]["config_hash"] == "fakehash" and config["reported"] == [64, 79, 86]
+    assert config["identity"]["inputs"] == {"labels": "fake-labels", "img400": "fake-img400"}
+    assert config["reported"] == [64, 79, 86] and config["classes"] == GENRES
+    assert config["data"]["cache_dir"] == str(fake_cache.resolve())
     rows = list(csv.DictReader(open(d / "history.csv")))
     assert [r_["epoch"] for r_ in rows] == ["1", "2"] and all(r_["val_acc"] for r_ in rows)
+    assert not any(r_["test_acc_monitor"] for r_ in rows)  # a validation part: no test monitoring
     with np.load(d / "predictions.npz") as z:
-        assert z["probs"].shape == (config["n_test"], 10) and z["probs"].dtype == np.float32
-        assert np.allclose(z["probs"].sum(1), 1, atol=1e-4) and z["labels"].dtype == np.int64
+        assert z["log_probs"].shape == (config["n_test"], 10) and z["log_probs"].dtype == np.float32
+        assert np.allclose(np.exp(z["log_probs"]).sum(1), 1, atol=1e-4) and z["labels"].dtype == np.int64
         assert list(z["classes"]) == GENRES and len(z["files"]) == config["n_test"]
-        top1 = top_k_accuracy(z["labels"], z["probs"], 1)
+        top1 = top_k_accuracy(z["labels"], z["log_probs"], 1)
         assert config["test"]["top1"] == pytest.approx(top1, abs=1e-4)
     state = torch.load(d / "model.pt", weights_only=True)
     assert state["0.weight"].shape == (8, 3, 16)
@@ -190,7 +216,7 @@ def test_torch_run_folder_resume_skip_force(tmp_path, fake_cache):
     assert any("resuming the main phase after epoch 1" in line for line in lines)
     assert resumed["test"] == r["test"] and not (d / "checkpoint.pt").exists()
     with np.load(d / "predictions.npz") as z:
-        assert z["probs"].shape == (config["n_test"], 10)
+        assert z["log_probs"].shape == (config["n_test"], 10)
 
 
 def test_final_model_on_train_val_resumes_in_either_phase(tmp_path, fake_cache, monkeypatch):
@@ -226,12 +252,11 @@ def test_svm_run_and_rebuilt_cache_retrains(tmp_path):
     assert r["test"]["top1"] == 1.0 and r["n_test"] == 10  # the band pattern is trivially separable
     with np.load(d / "predictions.npz") as z:
         assert z["scores"].shape == (10, 10) and z["scores"].dtype == np.float32
-    manifest = json.loads((cache / "manifest.json").read_text())
-    (cache / "manifest.json").write_text(json.dumps({**manifest, "config_hash": "rebuilt"}))
+    set_fingerprint(cache, "img360x120", "rebuilt")
     lines, log = _lines()
     again = train.run("svm", cache, tmp_path / "runs", preset="quick", log=log)
-    assert not again["skipped"] and any("other settings or data; retraining" in line for line in lines)
-    assert json.loads((d / "config.json").read_text())["data"]["config_hash"] == "rebuilt"
+    assert not again["skipped"] and any("other settings or inputs; retraining" in line for line in lines)
+    assert json.loads((d / "config.json").read_text())["identity"]["inputs"]["img360x120"] == "rebuilt"
 
 
 def test_resume_restores_dropout_rng(tmp_path):
@@ -262,13 +287,13 @@ def test_same_seed_same_numbers(tmp_path):
     assert strip == [line.rsplit(",", 1)[0] for line in hb.splitlines()] and a["test"] == b["test"]
     with np.load(tmp_path / "a" / "fake" / "lstm" / "r80-tiny-seed3" / "predictions.npz") as za, \
             np.load(tmp_path / "b" / "fake" / "lstm" / "r80-tiny-seed3" / "predictions.npz") as zb:
-        assert np.array_equal(za["probs"], zb["probs"])
+        assert np.array_equal(za["log_probs"], zb["log_probs"])
 
 
 def test_run_all_trains_and_prints_table(tmp_path, fake_cache, monkeypatch, capsys):
     import run_all
 
-    monkeypatch.setattr(run_all, "ensure_features", lambda data, cache_root, synthetic: fake_cache)
+    monkeypatch.setattr(run_all, "ensure_features", lambda *a, **k: fake_cache)
     rc = run_all.main(["--models", "svm,cnn1d_mel", "--preset", "tiny", "--runs", str(tmp_path / "runs"),
                        "--seeds", "2", "--threads", "2"])
     out = capsys.readouterr().out
@@ -279,4 +304,141 @@ def test_run_all_trains_and_prints_table(tmp_path, fake_cache, monkeypatch, caps
     assert (tmp_path / "runs" / "fake" / "svm" / "r80-tiny-seed1" / "COMPLETE").exists()
     rc = run_all.main(["--models", "nope", "--preset", "tiny", "--runs", str(tmp_path / "runs")])
     assert rc == 1 and capsys.readouterr().err.strip() == (
-        "error: unknown model 'nope'; choose from " + ", ".join(MODELS + ("svm400",)))
+        "error: unknown model 'nope'; choose from " + ", ".join(RUN_NAMES))
+
+
+# ---- tracks, folds, `all` ---------------------------------------------------------------------------
+
+def _pool_ids():
+    """A pool like ../shared/data's: some tracks have a full clip and excerpts, under one label."""
+    rng = np.random.default_rng(1)
+    ids, labels = [], []
+    for c, g in enumerate(GENRES):
+        for i in range(12):
+            for _ in range(rng.integers(1, 4)):  # 1-3 files of the same track
+                ids.append(f"{g}.{i:05d}")
+                labels.append(c)
+    return ids, np.array(labels)
+
+
+@pytest.mark.parametrize("split", ["r70", "r80", "k5f0", "k5f3", "k3f2"])
+def test_no_track_on_both_sides_ever(split):
+    ids, labels = _pool_ids()
+    parts = train.split_indices(ids, labels, split, seed=2)
+    sides = {p: {ids[i] for i in parts[p]} for p in parts}
+    assert not (sides["train"] & sides["test"]) and not (sides["train"] & sides["val"])
+    assert not (sides["val"] & sides["test"])
+    assert sum(len(v) for v in parts.values()) == len(ids)
+
+
+def test_folds_partition_every_track_once_stratified():
+    ids, labels = _gtzan_ids()
+    tests = [train.split_indices(ids, labels, f"k5f{i}", seed=0)["test"] for i in range(5)]
+    assert np.array_equal(np.sort(np.concatenate(tests)), np.arange(1000))
+    for t in tests:
+        assert (np.bincount(labels[t], minlength=10) == 20).all()
+    assert train.split_indices(ids, labels, "all")["train"].tolist() == list(range(1000))
+    with pytest.raises(train.TrainError, match="unknown split 'k5f5'"):
+        train.split_indices(ids, labels, "k5f5")
+
+
+def test_one_track_under_two_labels_is_an_error():
+    with pytest.raises(train.TrainError, match="track 'blues.00001' has files under two labels"):
+        train.split_indices(["blues.00001", "blues.00001"], np.array([0, 1]), "r80")
+
+
+def test_split_all_trains_on_everything_and_tests_nothing(tmp_path, fake_cache):
+    r = train.run("svm", fake_cache, tmp_path / "runs", split="all", log=lambda line: None)
+    d = tmp_path / "runs" / "fake" / "svm" / "all-quick-seed0"
+    assert r["test"] is None and r["n_train"] == 60 and r["n_test"] == 0
+    assert sorted(p.name for p in d.iterdir()) == ["COMPLETE", "config.json", "svm.npz"]
+
+
+# ---- the report's protocol --------------------------------------------------------------------------
+
+def test_stopping_rule_threshold_zero_and_retrain_epochs(tmp_path, monkeypatch):
+    from models import cnn1d_raw
+
+    cache = write_fake_cache(tmp_path / "fake", n_per_class=5, views=("wave",))
+    monkeypatch.setitem(cnn1d_raw.PRESETS, "tiny", {"max_epochs": 4, "batch_size": 10, "stop_acc": 0.0})
+    r = train.run("cnn1d_raw", cache, tmp_path / "runs", preset="tiny", threads=2, log=lambda line: None)
+    d = tmp_path / "runs" / "fake" / "cnn1d_raw" / "r70-tiny-seed0"
+    assert r["epochs_run"] == 1 and r["stopped_early"] and r["final_epochs"] == 1
+    assert len(list(csv.DictReader(open(d / "history_final.csv")))) == 1
+
+
+def test_separable_cache_stops_early_on_epoch_accuracy(tmp_path, monkeypatch):
+    from models import cnn1d_mel
+
+    cache = write_fake_cache(tmp_path / "fake", n_per_class=6, views=("img400",))
+    monkeypatch.setitem(cnn1d_mel.PRESETS, "tiny", {"max_epochs": 30, "batch_size": 10})
+    r = train.run("cnn1d_mel", cache, tmp_path / "runs", preset="tiny", threads=2, log=lambda line: None)
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "fake" / "cnn1d_mel" / "r70-tiny-seed0" / "history.csv")))
+    accs = [float(row["train_acc"]) for row in rows]
+    assert r["stopped_early"] and len(rows) < 30 and accs[-1] > 0.80 and all(a <= 0.80 for a in accs[:-1])
+
+
+def test_epoch_accuracy_is_correct_over_total():
+    class Constant(torch.nn.Module):  # predicts class 0 for every clip
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x):
+            return torch.log_softmax(torch.tensor([[5.0, 0.0]]).repeat(len(x), 1) + self.w, 1)
+
+    hp = train.Hparams(view="x", batch_size=4, lr=0.0, optimizer="sgd", max_epochs=1)
+    labels = np.array([0, 0, 0, 0, 1])  # batches of 4 (all right) and 1 (wrong): 4/5, not (1 + 0) / 2
+    feed = train.Feed(object(), hp, np.zeros((5, 1), np.float32), None, labels, None, 2, torch.device("cpu"))
+    net = Constant()
+    _, acc = train.train_epoch(net, torch.optim.SGD(net.parameters(), lr=0.0), None, feed, np.arange(5),
+                               torch.from_numpy, np.random.default_rng(0), None)
+    assert acc == pytest.approx(0.8)
+
+
+def test_r80_runs_record_monitoring_test_accuracy(tmp_path):
+    cache = write_fake_cache(tmp_path / "fake", n_per_class=3, views=("img400",))
+    train.run("cnn2d", cache, tmp_path / "runs", preset="tiny", threads=2, log=lambda line: None)
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "fake" / "cnn2d" / "r80-tiny-seed0" / "history.csv")))
+    assert all(r["test_acc_monitor"] != "" and r["val_acc"] == "" for r in rows)
+
+
+# ---- any number of classes --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n_classes", [3, 12])
+def test_any_class_count_end_to_end(tmp_path, n_classes):
+    cache = write_fake_cache(tmp_path / "fake", n_per_class=5, views=("img400", "img360x120"), n_classes=n_classes)
+    for model in ("cnn1d_mel", "svm"):
+        r = train.run(model, cache, tmp_path / "runs", preset="tiny", threads=2, log=lambda line: None)
+        split = r["split"]
+        with np.load(tmp_path / "runs" / "fake" / model / f"{split}-tiny-seed0" / "predictions.npz") as z:
+            key = "log_probs" if model != "svm" else "scores"
+            assert z[key].shape == (r["n_test"], n_classes) and len(z["classes"]) == n_classes
+
+
+@pytest.mark.parametrize("name", ["cnn1d_raw", "cnn1d_mel", "cnn2d", "lstm"])
+def test_models_build_for_any_class_count(name):
+    module = train.load_model(name)
+    for n in (2, 12):
+        net, _ = module.build(n)
+        assert list(net.parameters())[-1].shape[0] == n
+
+
+# ---- what retrains ----------------------------------------------------------------------------------
+
+def test_run_identity_holds_only_the_arrays_its_model_reads(tmp_path):
+    cache = write_fake_cache(tmp_path / "fake", n_per_class=1, views=("img400", "img360x120", "wave"))
+    from features.cache import open_cache
+
+    def identities():
+        data = open_cache(cache)
+        return {m: train.run_identity(m, "r80", "quick", 0, train.settings(m, "quick")[1], data)
+                for m in ("cnn1d_raw", "cnn2d", "svm")}
+
+    before = identities()
+    set_fingerprint(cache, "img400", "images v2")  # an image-code change: the image models retrain
+    after = identities()
+    assert after["cnn1d_raw"] == before["cnn1d_raw"] and after["svm"] == before["svm"]
+    assert after["cnn2d"] != before["cnn2d"]
+    set_fingerprint(cache, "labels", "other classes")  # a class-mapping change: every run retrains
+    assert all(identities()[m] != after[m] for m in after)
