@@ -83,7 +83,7 @@ def test_layouts_and_ignored_files(tmp_path):
     make_tree(root / "blues", {"nested": ["deep.wav"]})
     tracks = list_tracks(find_data(tmp_path))
     assert [(t.relpath, t.label) for t in tracks] == [
-        ("blues/blues.00000.au", 0), ("blues/blues.00001.wav", 0), ("metal/metal.00000.FLAC", 6)]
+        ("blues/blues.00000.au", 0), ("blues/blues.00001.wav", 0), ("metal/metal.00000.FLAC", 1)]
 
 
 def test_own_music_labels(tmp_path):
@@ -92,14 +92,22 @@ def test_own_music_labels(tmp_path):
     assert [(t.genre, t.label, t.track_id) for t in list_tracks(root)] == [
         ("ambient", 0, "b"), ("ambient", 0, "c"), ("techno", 1, "a")]
     subset = make_tree(tmp_path / "subset", {"rock": ["r.wav"], "jazz": ["j.wav"]})
-    assert dataset.classes(subset) == GENRES
-    assert [t.label for t in list_tracks(subset)] == [5, 9]
+    assert dataset.classes(subset) == ("jazz", "rock")  # exactly the folders present, GTZAN's order
+    assert [t.label for t in list_tracks(subset)] == [0, 1]
+    mixed = make_tree(tmp_path / "mixed", {"rock": ["r.wav"], "zouk": ["z.wav"], "blues": ["b.wav"],
+                                           "afrobeat": ["a.wav"]})
+    assert dataset.classes(mixed) == ("blues", "rock", "afrobeat", "zouk")  # GTZAN's first, then A-Z
+    full = make_tree(tmp_path / "full", {g: [f"{g}.00000.wav"] for g in GENRES})
+    assert dataset.classes(full) == GENRES
 
 
-def test_duplicate_track_ids_are_an_error(tmp_path):
-    root = make_tree(tmp_path, {"rock": ["x.wav"], "pop": ["x.mp3"]})
-    with pytest.raises(DataError, match="track id 'x' is used by both pop/x.mp3 and rock/x.wav"):
+def test_one_track_under_two_labels_is_an_error_several_files_are_not(tmp_path):
+    root = make_tree(tmp_path / "a", {"rock": ["x.wav"], "pop": ["x.mp3"]})
+    with pytest.raises(DataError, match="track 'x' is under two labels \\(pop/x.mp3 and rock/x.wav\\)"):
         list_tracks(root)
+    pool = make_tree(tmp_path / "b", {"blues": ["gtzan_2s__blues.00003.wav", "gtzan_15s__blues.00003.wav",
+                                                "blues.00004.wav"]})
+    assert [t.track_id for t in list_tracks(pool)] == ["blues.00004", "blues.00003", "blues.00003"]
 
 
 def _tar(path, members):

@@ -93,7 +93,7 @@ def _train_steps(name, steps, labels, seed=0):
     x, y = transform(pattern_batch(name, labels)), torch.from_numpy(labels)
     losses = []
     for _ in range(steps):
-        loss = train._nll(train._log_probs(net(x), hp.loss), y)
+        loss = train._loss(train._log_probs(net(x), hp.loss), y, None)
         opt.zero_grad()
         loss.backward()
         opt.step()

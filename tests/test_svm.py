@@ -50,7 +50,9 @@ def test_precomputed_fit_agrees_with_sklearn_rbf_svc(tmp_path, n_classes_present
 def test_report_svm_settings():
     assert (svm.HPARAMS.view, svm.HPARAMS.C, svm.HPARAMS.gamma, svm.HPARAMS.split) == \
         ("img360x120", 100.0, 2.0**-14, "r80")
-    assert svm.VARIANT_HPARAMS["svm400"].view == "img400"
+    from models import svm400
+
+    assert svm400.HPARAMS.view == "img400" and svm400.fit is svm.fit
 
 
 def test_kaggle_features_svm_on_seed0_r80_split(shared_data):
