@@ -40,8 +40,8 @@ def test_colorize_equals_numpy_formula_on_extremes():
     for top_db in (80.0, 30.0, 0.5):
         finite = np.where(np.isinf(S), 0.0, S).astype(np.float32)
         for T in (finite, S):
-            x = (T - (T.max() - np.float32(top_db))) / np.float32(top_db)
             with np.errstate(invalid="ignore", over="ignore"):
+                x = (T - (T.max() - np.float32(top_db))) / np.float32(top_db)
                 index = np.clip(np.floor(x * np.float32(256.0)), 0, 255).astype(np.uint8)
             np.testing.assert_array_equal(colorize(T, top_db), lut[index[::-1]])
 
