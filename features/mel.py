@@ -13,8 +13,10 @@ How it is fast (one fused pass per block of frames, all float32):
 - frames are windowed straight into the FFT input buffer, 32 frames at a time, and transformed together
   by rocket-fft's low-level ``r2c`` (DUCC0, the library behind ``scipy.fft``), which vectorises
   across frames;
-- each FFT bin feeds at most two Slaney triangles, so the mel projection loops only over the bins
-  inside each band (about 2 x 1025 products per frame instead of 128 x 1025);
+- the FFT writes its output bins x frames, so the power and the mel sums run with one frame per
+  SIMD lane; each FFT bin feeds at most two Slaney triangles, so the mel projection loops only over
+  the bins inside each band (about 2 x 1025 products per frame instead of 128 x 1025);
+- the samples are checked (NaN, inf, huge) inside the kernel as each block first reads them;
 - the dB conversion uses a vectorisable logarithm (exponent from the float bits, atanh series in
   float64 for the mantissa), accurate to about 4e-6 dB;
 - clips, or blocks of frames of one clip, are spread over ``numba.get_num_threads()`` threads
