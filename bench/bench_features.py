@@ -45,7 +45,7 @@ def main(argv=None) -> int:
               "| threads | clips | decode s | mel s | images s | compute s | compute ms/clip | "
               "compute for 1000 clips | write s |\n|---|---|---|---|---|---|---|---|---|\n"
               + "\n".join(rows)
-              + "\n\nGoal: 1000 clips decoded + mel + images in <= 15 s of compute on 2 cores. "
+              + "\n\nGoal: 1000 clips decoded + mel + images in <= 10 s of compute on 2 cores. "
               "Write = copying into the page-cache-backed memmaps, flushing and compacting.")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -2,9 +2,10 @@
 
 Usage: .venv/bin/python bench/bench_mel.py [--quick]
 
-Prints a Markdown section: ms per 30-s clip for librosa, numpy/scipy, ours on 1 thread and on all
-cores, their speed-up over librosa, and the largest dB difference to librosa. Every repeat runs all
-methods one after the other, so load from other processes hits them alike.
+Prints a Markdown section: ms per 30-s clip for librosa, audioFlux (when installed:
+requirements-bench.txt), numpy/scipy, ours on 1 thread and on all cores, their speed-up over
+librosa, the largest dB difference to librosa, and the time split of ours by stage. Every repeat runs
+all methods one after the other, so load from other processes hits them alike.
 Uses the real 30-s clips of ../shared/data/gtzan_sample when present, else synthetic noise.
 """
 import argparse
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numba
 import numpy as np
+import rocket_fft
 import scipy.fft
 import soundfile as sf
 from threadpoolctl import threadpool_limits
@@ -22,6 +24,7 @@ from threadpoolctl import threadpool_limits
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from features import mel  # noqa: E402
 from features.mel import mel_db, mel_filterbank  # noqa: E402
 
 SAMPLE_DIR = REPO.parent / "shared" / "data" / "gtzan_sample"
@@ -52,6 +55,87 @@ def numpy_mel_db(y, fb, window):
     mel = fb @ power.T
     db = 10.0 * np.log10(np.maximum(np.float32(1e-10), mel))
     return np.maximum(db, db.max() - np.float32(80.0))
+
+
+def audioflux_mel_db():
+    """audioFlux's dB mel as a function of one clip, or None when audioFlux is not installed.
+
+    Not the same definition as librosa's (uncentred frames: 1288 for a 30-s clip), so it is timed
+    but not compared.
+    """
+    try:
+        import audioflux
+    except ImportError:
+        return None
+
+    def run(y):
+        spec, _ = audioflux.mel_spectrogram(y, num=128, radix2_exp=11, samplate=SR,
+                                            slide_length=HOP)
+        return audioflux.utils.power_to_db(spec)
+    return run
+
+
+@numba.njit
+def _stage(clips, stage, window, band_start, band_offset, band_weights, out):
+    """One stage of mel._mel_db_blocks alone over every block of every clip (0 framing, 1 FFT,
+    2 power, 3 mel, 4 dB, 5 output, 6 the sample check), on one thread, buffers as it has them."""
+    block, n_fft = mel.FRAMES_PER_BLOCK, window.shape[0]
+    frames = np.zeros((block, n_fft), np.float32)
+    spectrum = np.empty((n_fft // 2 + 1, block), np.complex64)
+    power = np.zeros((n_fft // 2 + 1, block), np.float32)
+    db = np.ones((band_start.shape[0], block), np.float32)
+    mantissa = np.empty(db.size, np.float32)
+    exponent = np.empty(db.size, np.int32)
+    axes = np.array([1])
+    peak = 0  # returned, so the sample check is not optimised away
+    for c in range(clips.shape[0]):
+        for first in range(0, out.shape[2], block):
+            count = min(block, out.shape[2] - first)
+            if stage == 0:
+                for j in range(count):
+                    mel._window_frame(clips[c], (first + j) * HOP - n_fft // 2, window, frames[j])
+            elif stage == 1:
+                rocket_fft.r2c(frames, spectrum.T, axes, True, 1.0, 1)
+            elif stage == 2:
+                mel._power(spectrum, power)
+            elif stage == 3:
+                mel._mel_bands(power, band_start, band_offset, band_weights, db)
+            elif stage == 4:
+                mel._power_to_db(db.reshape(db.size), np.float32(1e-10), 0.0, mantissa, exponent)
+            elif stage == 5:
+                mel._store(db, count, out[c, :, first:first + count])
+            else:
+                lo = min(first * HOP, clips.shape[1])
+                peak = max(peak, mel._abs_max_bits(clips[c, lo:min((first + block) * HOP,
+                                                                  clips.shape[1])]))
+    return peak
+
+
+STAGES = ("framing (window into the FFT buffer)", "FFT (rocket-fft r2c, float32)", "power",
+          "mel (sparse Slaney projection)", "dB (power_to_db)", "output (store the block)",
+          "sample check (NaN / inf / huge)")
+
+
+def time_split(clips, repeats):
+    """Markdown rows: median thread-CPU ms per clip of each stage of ours, one thread."""
+    numba.set_num_threads(1)
+    window, bands = mel._analysis_setup(float(SR), N_FFT, 128, 0.0, SR / 2.0)
+    out = np.empty((len(clips), 128, mel.n_frames(clips.shape[1])), np.float32)
+    for stage in range(len(STAGES)):
+        _stage(clips[:1], stage, window, *bands, out)
+    ms = {stage: [] for stage in range(len(STAGES))}
+    for _ in range(repeats):
+        for stage in ms:
+            start = time.thread_time()
+            _stage(clips, stage, window, *bands, out)
+            ms[stage].append((time.thread_time() - start) * 1e3 / len(clips))
+    start = time.thread_time()
+    mel_db(clips)
+    whole = (time.thread_time() - start) * 1e3 / len(clips)
+    rows = [f"| {name} | {np.median(ms[stage]):.3f} |" for stage, name in enumerate(STAGES)]
+    rows.append(f"| sum of the stages | {sum(np.median(v) for v in ms.values()):.3f} |")
+    rows.append(f"| whole mel_db call (batch; adds the top_db floor and allocation) | {whole:.3f} |")
+    return rows
 
 
 def timed(fn, n_clips, wall, cpu):
@@ -86,6 +170,11 @@ def main():
         return np.stack([librosa.power_to_db(librosa.feature.melspectrogram(
             y=y, sr=SR, n_fft=N_FFT, hop_length=HOP)) for y in clips])
 
+    af_mel_db = audioflux_mel_db()
+
+    def run_audioflux():
+        return np.stack([af_mel_db(y) for y in clips])
+
     def run_numpy():
         return np.stack([numpy_mel_db(y, fb, window) for y in clips])
 
@@ -97,6 +186,7 @@ def main():
 
     methods = {
         "librosa 0.11 (1 thread)": run_librosa,
+        **({"audioFlux 0.1.9 (1 thread)": run_audioflux} if af_mel_db else {}),
         "numpy/scipy float32 (1 thread)": run_numpy,
         "ours, 1 thread, batch": lambda: run_ours(1, True),
         "ours, 1 thread, clip by clip": lambda: run_ours(1, False),
@@ -109,6 +199,8 @@ def main():
     # librosa's first call imports and jit-compiles its helpers (~3x slower): keep it out too.
     librosa.power_to_db(librosa.feature.melspectrogram(y=clips[0], sr=SR))
     numpy_mel_db(clips[0], fb, window)
+    if af_mel_db:
+        af_mel_db(clips[0])
 
     wall = {name: [] for name in methods}
     cpu = {name: [] for name in methods}
@@ -136,11 +228,14 @@ def main():
           "| max abs diff vs librosa (dB) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name in methods:
-        error = float(np.abs(results[name] - reference).max())
+        same_shape = results[name].shape == reference.shape
+        error = f"{float(np.abs(results[name] - reference).max()):.2e}" if same_shape else "n/a"
         row = [name, *_time_and_ratio(wall[name], wall[librosa_name])]
         # CPU time of the calling thread only means something when it does all the work.
         row += _time_and_ratio(cpu[name], cpu[librosa_name]) if "1 thread" in name else ["", ""]
-        print("| " + " | ".join(row) + f" | {error:.2e} |")
+        print("| " + " | ".join(row) + f" | {error} |")
+    if not af_mel_db:
+        print("| audioFlux | not installed (pip install -r requirements-bench.txt) | | | | |")
     if decode:
         print(f"| decode 30-s wav (soundfile, int16 -> float32) | {np.median(decode):.2f} "
               "| | | | |")
@@ -155,8 +250,19 @@ def main():
     print("- 'batch' is one mel_db call on the (n, 661500) array; 'clip by clip' one call per clip "
           "(with several threads it splits one clip's frames across them).")
     print(f"- first mel_db call in this process (numba compile or cache load): {compile_s:.2f} s.")
+    print("- audioFlux: `mel_spectrogram(num=128, radix2_exp=11, slide_length=512)` + "
+          "`power_to_db`; uncentred frames (1288 per clip), so not compared with librosa.")
     print(f"- load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; other "
           "processes may share them, so compare ratios within one run, not across runs.")
+
+
+    print()
+    print("Time split of ours, one thread (each stage run alone over every block of the 29 clips, "
+          "median thread-CPU ms per clip):")
+    print()
+    print("| stage | ms / clip |")
+    print("| --- | ---: |")
+    print("\n".join(time_split(clips, repeats)))
 
 
 if __name__ == "__main__":

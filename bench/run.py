@@ -28,7 +28,7 @@ def versions() -> str:
 
     out = [f"python {platform.python_version()}"]
     for name in ("numpy", "scipy", "numba", "rocket-fft", "torch", "scikit-learn", "pillow", "soundfile",
-                 "librosa"):
+                 "librosa", "audioflux"):
         try:
             out.append(f"{name} {version(name)}")
         except PackageNotFoundError:

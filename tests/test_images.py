@@ -29,6 +29,23 @@ def test_colorize_range_ends():
     np.testing.assert_array_equal(img[0, 1], lut[0])
 
 
+def test_colorize_equals_numpy_formula_on_extremes():
+    # the numba pass against the numpy expression it replaces, on values that round or clip
+    rng = np.random.default_rng(4)
+    S = (rng.standard_normal((64, 333)) * 60).astype(np.float32)
+    S[0, :6] = [np.inf, -np.inf, -1e30, 1e-30, -80.0, S.max()]
+    lo = np.float32(S.max() - np.float32(80.0))
+    S[1, :3] = np.nextafter(lo, np.float32(-np.inf)), lo, np.nextafter(lo, np.float32(np.inf))
+    lut = matplotlib.colormaps["magma"](np.arange(256), bytes=True)[:, :3]
+    for top_db in (80.0, 30.0, 0.5):
+        finite = np.where(np.isinf(S), 0.0, S).astype(np.float32)
+        for T in (finite, S):
+            with np.errstate(invalid="ignore", over="ignore"):
+                x = (T - (T.max() - np.float32(top_db))) / np.float32(top_db)
+                index = np.clip(np.floor(x * np.float32(256.0)), 0, 255).astype(np.uint8)
+            np.testing.assert_array_equal(colorize(T, top_db), lut[index[::-1]])
+
+
 @pytest.mark.parametrize("view", sorted(VIEWS))
 def test_view_shapes(view):
     S = np.zeros((128, 1292), np.float32)
