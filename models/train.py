@@ -59,7 +59,7 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 import torch  # noqa: E402  (after the environment variable above)
 
 from features import atomic_write, usable_cpus  # noqa: E402
-from features.cache import open_cache  # noqa: E402
+from features.cache import FeatureConfig, fingerprint, open_cache  # noqa: E402
 from features.dataset import track_id  # noqa: E402
 
 from . import REPORTED, RUN_NAMES, top_k_accuracy  # noqa: E402
@@ -570,7 +570,7 @@ def run(model: str, cache_dir, runs_root="runs", split: str = None, preset: str 
     config = {
         "identity": identity, "model": model, "split": split, "preset": preset, "seed": seed,
         "hparams": dataclasses.asdict(hp), "classes": list(data.classes),
-        "features": {**data.manifest["config"], "wave_scale": data.manifest["wave"]["scale"]},
+        "features": feature_settings(hp.view, data.manifest),
         "data": {"data_name": data_name, "data_root": data.manifest.get("data_root"),
                  "cache_dir": str(Path(data.root).resolve()), "n": len(data.labels),
                  "synthetic": data_name == "synthetic",
@@ -588,6 +588,14 @@ def run(model: str, cache_dir, runs_root="runs", split: str = None, preset: str 
                         if top else f"trained on all {len(sp.train)} clips (nothing tested)")
         + f"  ({config['wall_seconds']:.0f} s) -> {run_dir}")
     return {**config, "run_dir": str(run_dir), "skipped": False}
+
+
+def feature_settings(view: str, manifest: dict) -> dict:
+    """What turns audio into a model's input, for ``predict.py``: the cache's settings and the
+    data-independent fingerprint of ``view`` (the code versions and settings, no rows)."""
+    config = FeatureConfig(**manifest["config"])
+    return {**manifest["config"], "view": view, "wave_scale": manifest["wave"]["scale"],
+            "fingerprint": fingerprint(view, config, rows="", classes=())}
 
 
 def _input_hash(fingerprints: dict) -> str:
