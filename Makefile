@@ -1,4 +1,4 @@
-# gtzan-genre: `make all` (set up, fetch data, features, train, evaluate) and `make test`.
+# gtzan-genre: `make all` (set up, find or fetch data, features, train, evaluate) and `make test`.
 PY := .venv/bin/python
 # torch must be the CPU build: a plain PyPI `torch` is the multi-GB CUDA one. Use the local CPU wheel
 # where this machine has one, else PyTorch's CPU index.
@@ -6,18 +6,29 @@ TORCH_SRC := $(if $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl),--find-links /o
 DATA ?=
 DATA_ARG := $(if $(DATA),--data $(DATA))
 
-.PHONY: all setup data features train evaluate test bench clean
+.PHONY: all setup dev data features train evaluate test bench clean
 
+# The data is looked for (DATA=, $GTZAN_DIR, data/gtzan/, data/genres.tar.gz) before any download.
+# Named data that is unusable stops here (exit 2); a failed download goes on with the synthetic set.
 all: setup
-	@$(PY) -m features download || echo "make all: going on without GTZAN (see above); the pipeline runs on the synthetic genre set"
-	$(PY) -m features $(DATA_ARG) --synthetic
+	@$(PY) -m features download --if-missing $(DATA_ARG); rc=$$?; \
+	if [ $$rc -eq 2 ]; then exit 2; fi; \
+	if [ $$rc -ne 0 ]; then echo "make all: no GTZAN (see above): the pipeline now runs on the SYNTHETIC genre set"; fi
+	$(PY) -m features $(DATA_ARG)
 	$(PY) run_all.py $(DATA_ARG)
 	$(PY) evaluate.py --all --pca
 
+# runtime packages only; `make test` and `make bench` add the dev/bench ones
 setup: .venv/.installed
 
-.venv/.installed: requirements.txt requirements-dev.txt
+.venv/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q $(TORCH_SRC) -r requirements.txt
+	touch $@
+
+dev: .venv/.dev-installed
+
+.venv/.dev-installed: .venv/.installed requirements-dev.txt
 	$(PY) -m pip install -q $(TORCH_SRC) -r requirements-dev.txt
 	touch $@
 
@@ -33,10 +44,11 @@ train: setup
 evaluate: setup
 	$(PY) evaluate.py --all --pca
 
-test: setup
+test: dev
 	$(PY) -m pytest -q tests
 
-bench: setup
+bench: dev
+	$(PY) -m pip install -q -r requirements-bench.txt || echo "make bench: audioFlux not installed; its row is left out"
 	$(PY) bench/run.py
 
 clean:

@@ -30,7 +30,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from features.dataset import (DEFAULT_DATA, INDEX_PATH, REPO, WHERE_TO_PUT, DataError,
-                              extract_archive, load_index, resolve_root, verify)
+                              extract_archive, find_data, load_index, resolve_root, verify)
 
 DEFAULT_URL = "https://huggingface.co/datasets/marsyas/gtzan/resolve/main/data/genres.tar.gz"
 # Pinned by a public project for the Hugging Face copy; see ../shared/data/README.md.
@@ -226,8 +226,9 @@ def download_main(argv=None):
         description="Download GTZAN (genres.tar.gz, ~1.2 GB), check it and extract it to "
                     "DEST/gtzan/. Resumes an interrupted download. The data is accepted only "
                     "when every file's MD5 matches the index.",
-        epilog="Exit status: 0 data present and verified; 1 download, checksum or extraction "
-               "failed (the message says where to put the data by hand); 2 bad arguments.")
+        epilog="Exit status: 0 data present and verified (or, with --if-missing, found); 1 download, "
+               "checksum or extraction failed (the message says where to put the data by hand); "
+               "2 bad arguments or named data that is unusable.")
     parser.add_argument("--url", default=os.environ.get("GTZAN_URL") or DEFAULT_URL,
                         help="archive URL (default: $GTZAN_URL, else %(default)s)")
     parser.add_argument("--dest", type=Path, default=REPO / "data",
@@ -239,7 +240,21 @@ def download_main(argv=None):
                         help="seconds to wait to connect and per read (default: %(default)s)")
     parser.add_argument("--retries", type=int, default=2,
                         help="resume attempts after a cut transfer (default: %(default)s)")
+    parser.add_argument("--if-missing", action="store_true",
+                        help="first look for the data as every command does (--data, $GTZAN_DIR, "
+                             "data/gtzan/, data/genres.tar.gz) and download only when none is found")
+    parser.add_argument("--data", help="with --if-missing: the data the user named (an error if unusable)")
     args = parser.parse_args(argv)
+    if args.if_missing:
+        try:
+            found = find_data(args.data)
+        except DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if found is not None:
+            print(f"using the data at {found}; nothing to download")
+            return 0
+        print(f"no GTZAN data found; downloading {ARCHIVE_NAME} (about 1.2 GB) from {args.url}")
     try:
         root = download(args.url, args.dest, args.sha256, args.index, args.timeout, args.retries)
     except TransferCut as e:

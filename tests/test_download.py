@@ -263,3 +263,17 @@ def test_unsafe_archive_is_refused(server, tmp_path, index, capsys, evil):
     assert one_line(err) and "refusing to extract" in err and "delete it to download again" in err
     assert sorted(p.name for p in dest.iterdir()) == ["genres.tar.gz"]
     assert not (tmp_path / "evil.wav").exists()
+
+
+def test_if_missing_uses_found_data_and_refuses_unusable_named_data(tmp_path, capsys, monkeypatch):
+    from features import synth
+
+    data = synth.write_dataset(tmp_path / "mine", n_per_class=1, duration=1.0)
+    url = "http://127.0.0.1:9/never-contacted"
+    assert download_main(["--if-missing", "--data", str(data), "--url", url, "--dest", str(tmp_path / "d")]) == 0
+    assert "nothing to download" in capsys.readouterr().out and not (tmp_path / "d").exists()
+    monkeypatch.setenv("GTZAN_DIR", str(data))
+    assert download_main(["--if-missing", "--url", url, "--dest", str(tmp_path / "d")]) == 0
+    assert download_main(["--if-missing", "--data", str(tmp_path / "nowhere"), "--url", url]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("not found (given by the command line)") and "\n" not in err
