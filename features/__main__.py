@@ -1,4 +1,4 @@
-"""Command line: ``python -m features [build options] | download ... | validate [DIR]``.
+"""Command line: ``python -m features [build options] | download ... | validate [DIR] | example``.
 
 Without a subcommand it builds (or confirms) the feature cache of the data found by ``--data`` >
 ``$GTZAN_DIR`` > ``data/gtzan/`` > ``data/genres.tar.gz``, else of the synthetic genre set (said
@@ -49,6 +49,21 @@ def build_main(argv) -> int:
     return 0
 
 
+def example_main(argv) -> int:
+    p = argparse.ArgumentParser(prog="python -m features example",
+                                description="Print the path of one clip of the data the other commands "
+                                            "use (the synthetic set when none is found).")
+    p.add_argument("--data", help="as for the build")
+    args = p.parse_args(argv)
+    try:
+        root = dataset.find_data(args.data) or dataset.REPO / "data" / "synthetic"
+        print(dataset.list_tracks(root)[0].path)
+    except (dataset.DataError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["download"]:
@@ -56,6 +71,8 @@ def main(argv=None) -> int:
         return download_main(argv[1:])
     if argv[:1] == ["validate"]:
         return dataset.validate_main(argv[1:])
+    if argv[:1] == ["example"]:
+        return example_main(argv[1:])
     return build_main(argv)
 
 
