@@ -17,6 +17,7 @@ all: setup
 	$(PY) -m features $(DATA_ARG)
 	$(PY) run_all.py $(DATA_ARG)
 	$(PY) evaluate.py --all --pca
+	$(PY) predict.py "$$($(PY) -m features example $(DATA_ARG))"
 
 # runtime packages only; `make test` and `make bench` add the dev/bench ones
 setup: .venv/.installed
