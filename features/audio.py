@@ -24,7 +24,6 @@ from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 # Version of the values load and load_pcm16 return: bump it with any change that alters them (never for a
 # speed-only rewrite). The cache's fingerprints include it, so caches rebuild exactly when it moves.
@@ -210,6 +209,8 @@ def load(path, sr=SR, duration=DURATION):
     y = _mono(y)
     _check_values(path, y)
     if sr_file != sr:
+        from scipy.signal import resample_poly  # here: it takes ~0.5 s to import; most files need none
+
         g = math.gcd(sr, sr_file)
         y = resample_poly(y, sr // g, sr_file // g).astype(np.float32, copy=False)
     return np.ascontiguousarray(_fit(y, n_out))
@@ -313,6 +314,8 @@ def _resampled(chunks, sr, sr_file):
     padded with ``context`` samples of the neighbouring input on both sides gives exactly the output
     samples of its own span; only the file's true ends see the zero padding, as in the whole.
     """
+    from scipy.signal import resample_poly  # imported when needed, as in load
+
     g = math.gcd(sr, sr_file)
     up, down = sr // g, sr_file // g
     context = down * math.ceil((10 * max(up, down) / up + 2) / down)
