@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ("bench_mel.py", "bench_features.py", "bench_train.py", "bench_pool.py")
+SCRIPTS = ("bench_mel.py", "bench_features.py", "bench_train.py", "bench_predict.py", "bench_pool.py")
 
 
 def machine() -> str:

@@ -24,7 +24,6 @@ from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 # Version of the values load and load_pcm16 return: bump it with any change that alters them (never for a
 # speed-only rewrite). The cache's fingerprints include it, so caches rebuild exactly when it moves.
@@ -34,6 +33,7 @@ SR = 22050
 DURATION = 30.0
 N_SAMPLES = 661_500  # DURATION * SR
 RAW_SAMPLES = 551_250  # the first 25 s, the input of the raw-waveform 1-D CNN
+STREAM_BLOCK = 1 << 18  # frames `stream` decodes at a time: ~6 s at 44.1 kHz, 2 MiB of stereo float32
 
 # libsndfile logs a header length it could not honour as "data : 44100 (should be 22028)"
 # (WAV) or "Data Size : 44100 (should be 22038)" (AU). 0xFFFFFFFF is the "unknown length"
@@ -118,13 +118,18 @@ def info(path):
         return AudioInfo(f.samplerate, f.channels, f.frames, f.format, f.subtype)
 
 
-def _decode(f, path, dtype, frames):
-    """Decode up to ``frames`` frames (all when -1) of an open file as (n, channels)."""
+def _read(f, path, dtype, frames):
+    """The next ``frames`` frames (all when -1) of an open file as (n, channels); n < frames at the end."""
     try:
-        y = f.read(frames=frames, dtype=dtype, always_2d=True)
+        return f.read(frames=frames, dtype=dtype, always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as e:
         problem = str(e).removeprefix("Error : ").rstrip(".")
         raise AudioError(path, f"cannot decode ({problem})") from None
+
+
+def _decode(f, path, dtype, frames):
+    """Decode up to ``frames`` frames (all when -1) of an open file as (n, channels)."""
+    y = _read(f, path, dtype, frames)
     if len(y) == 0:
         raise AudioError(path, "contains no audio frames")
     # MP3 frame counts are estimates (exact only with a Xing/LAME header), so a shortfall
@@ -143,6 +148,11 @@ def _fit(y, n):
     if len(y) > n:
         return y[:n]
     return np.concatenate([y, np.zeros(n - len(y), y.dtype)])
+
+
+def _mono(y):
+    """(n, channels) -> (n,) float32: the channel mean."""
+    return y[:, 0] if y.shape[1] == 1 else y.mean(axis=1, dtype=np.float32)
 
 
 def _check_values(path, y):
@@ -196,9 +206,11 @@ def load(path, sr=SR, duration=DURATION):
                 # samples that are thrown away.
                 frames += sr_file // 10
         y = _decode(f, path, np.float32, frames)
-    y = y[:, 0] if y.shape[1] == 1 else y.mean(axis=1, dtype=np.float32)
+    y = _mono(y)
     _check_values(path, y)
     if sr_file != sr:
+        from scipy.signal import resample_poly  # here: it takes ~0.5 s to import; most files need none
+
         g = math.gcd(sr, sr_file)
         y = resample_poly(y, sr // g, sr_file // g).astype(np.float32, copy=False)
     return np.ascontiguousarray(_fit(y, n_out))
@@ -233,3 +245,87 @@ def load_pcm16(path, n_samples=N_SAMPLES):
     y = y[:, 0]
     _check_values(path, y)
     return np.ascontiguousarray(_fit(y, n_samples))
+
+
+def stream(path, sr=SR, block=STREAM_BLOCK):
+    """Decode a file of any length block by block, as mono float32 chunks at ``sr``.
+
+    The chunks, concatenated, equal ``load(path, sr, duration=None)``: at the file's own rate they are
+    its samples; resampled, each block is filtered with enough of its neighbours' samples on both
+    sides (``_resampled``) that its output does not depend on where the blocks were cut. Memory stays
+    at a few blocks whatever the file's length (a 2-hour song is never decoded whole).
+
+    Parameters
+    ----------
+    path : str or Path
+        Any format ``load`` reads.
+    sr : int
+        Output sample rate in Hz.
+    block : int
+        Frames decoded per read.
+
+    Yields
+    ------
+    np.ndarray, float32, shape (n,)
+        Consecutive samples; lengths vary (about ``block * sr / file rate``).
+
+    Raises
+    ------
+    AudioError
+        As ``load`` (the open checks at the first chunk, a decode error or NaN when its block is read).
+
+    Warns
+    -----
+    AudioWarning
+        As ``load``: all samples zero, or fewer frames than the header announces.
+    """
+    with _open(path) as f:
+        chunks = _chunks(f, path, block)
+        if f.samplerate != sr:
+            chunks = _resampled(chunks, sr, f.samplerate)
+        yield from chunks
+
+
+def _chunks(f, path, block):
+    """Mono float32 blocks of an open file, checked as ``load`` checks the whole."""
+    decoded, nonzero = 0, False
+    while len(y := _read(f, path, np.float32, block)):
+        y = _mono(y)
+        if not np.isfinite(y).all():
+            raise AudioError(path, f"{int((~np.isfinite(y)).sum())} NaN/inf samples in frames "
+                                   f"{decoded}..{decoded + len(y) - 1}")
+        decoded, nonzero = decoded + len(y), nonzero or bool(y.any())
+        yield y
+    if decoded == 0:
+        raise AudioError(path, "contains no audio frames")
+    if decoded < f.frames:
+        warnings.warn(f"{path}: decoded {decoded} of {f.frames} frames the header announces",
+                      AudioWarning, stacklevel=3)
+    if not nonzero:
+        warnings.warn(f"{path}: all samples are zero (silent clip)", AudioWarning, stacklevel=3)
+
+
+def _resampled(chunks, sr, sr_file):
+    """``resample_poly`` of a stream of chunks, equal to resampling their concatenation.
+
+    Each output sample of ``resample_poly(x, up, down)`` is a dot product of its FIR filter with the
+    input samples within ``10 max(up, down) / up`` of it (the filter's half length, in input samples).
+    So a piece of input cut at multiples of ``down`` (where input and output samples line up) and
+    padded with ``context`` samples of the neighbouring input on both sides gives exactly the output
+    samples of its own span; only the file's true ends see the zero padding, as in the whole.
+    """
+    from scipy.signal import resample_poly  # imported when needed, as in load
+
+    g = math.gcd(sr, sr_file)
+    up, down = sr // g, sr_file // g
+    context = down * math.ceil((10 * max(up, down) / up + 2) / down)
+    pending, left = np.zeros(0, np.float32), 0  # pending[:left]: context whose output was yielded
+    for y in chunks:
+        pending = np.concatenate([pending, y])
+        n = (len(pending) - left - context) // down * down  # new samples with their right context read
+        if n > 0:
+            out = resample_poly(pending[:left + n + context], up, down)
+            yield out[left * up // down:(left + n) * up // down].astype(np.float32, copy=False)
+            pending, left = pending[left + n - context:], context
+    if len(pending) > left:
+        yield resample_poly(pending, up, down)[left * up // down:].astype(np.float32, copy=False)

@@ -19,7 +19,6 @@ clip needs (``decision_scores``).
 import dataclasses
 
 import numpy as np
-from sklearn.svm import SVC
 
 from features import atomic_write
 
@@ -82,6 +81,8 @@ def fit(x: np.ndarray, y: np.ndarray, hp: SvmParams = HPARAMS, n_classes: int = 
         (n_cls (n_cls - 1) / 2,) float64 in libsvm's sign convention, ``n_support`` (n_cls,),
         ``classes`` (n_cls,) int64, ``gamma``, ``C``, ``n_classes``.
     """
+    from sklearn.svm import SVC  # here: scoring (predict.py) needs numpy only, and sklearn takes ~1 s to import
+
     xf = flatten(x)
     svc = SVC(kernel="precomputed", C=hp.C, break_ties=True, decision_function_shape="ovr")
     svc.fit(rbf_kernel(xf, xf, hp.gamma), y)

@@ -199,3 +199,31 @@ def test_cut_mp3_warns_and_keeps_what_decodes(tmp_path):
         y = audio.load(p, duration=None)
     assert any(issubclass(w.category, AudioWarning) and "cut.mp3" in str(w.message) for w in caught)
     assert SR <= len(y) < 3 * SR
+
+
+@pytest.mark.parametrize("sr_in,channels,subtype,block", [
+    (SR, 1, "PCM_16", 1000), (SR, 2, "PCM_24", 4096), (44100, 2, "PCM_16", 1000), (48000, 1, "FLOAT", 777),
+    (8000, 1, "PCM_16", 5000), (44100, 1, "PCM_16", audio.STREAM_BLOCK),
+])
+def test_stream_equals_a_whole_load(tmp_path, sr_in, channels, subtype, block):
+    y = (0.3 * RNG.standard_normal((3 * sr_in + 123, channels))).astype(np.float32)
+    path = write(tmp_path / "a.wav", y.squeeze(), sr_in, subtype=subtype)
+    whole = audio.load(path, duration=None)
+    chunks = list(audio.stream(path, block=block))
+    assert len(chunks) > 1
+    streamed = np.concatenate(chunks)
+    assert streamed.dtype == np.float32 and streamed.shape == whole.shape
+    # at the file's rate the very samples; resampled, the block overlap makes the filter's sums the same
+    np.testing.assert_allclose(streamed, whole, rtol=0, atol=0 if sr_in == SR else 1e-6)
+
+
+def test_stream_errors_and_warnings_are_loads(tmp_path):
+    with pytest.raises(AudioError) as err:
+        next(audio.stream(tmp_path / "missing.wav"))
+    assert one_line_naming(err, tmp_path / "missing.wav")
+    bad = write(tmp_path / "nan.wav", np.r_[TONE, np.nan, TONE].astype(np.float32), subtype="FLOAT")
+    with pytest.raises(AudioError, match="NaN/inf"):
+        list(audio.stream(bad, block=1000))
+    silent = write(tmp_path / "silent.wav", np.zeros(SR, np.float32))
+    with pytest.warns(AudioWarning, match="all samples are zero"):
+        assert sum(len(c) for c in audio.stream(silent)) == SR
