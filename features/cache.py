@@ -48,7 +48,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import atomic_write, audio, dataset, images, mel, usable_cpus
+from . import atomic_write, audio, dataset, images, mel, remove_orphans, temp_name, usable_cpus
 
 FORMAT = 2
 # Version of how this module turns decoded audio into rows (the window rule, the minimum length,
@@ -435,7 +435,7 @@ def build_cache(root, cache_dir, config: FeatureConfig = FeatureConfig(), jobs: 
     wave_dtype = np.int16 if config.sr == audio.SR and _all_pcm16(tracks, config.sr) else np.float32
     shapes = _shapes(config, wave_dtype)
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir.parent / f".{cache_dir.name}.partial-{os.getpid()}"
+    tmp = temp_name(cache_dir, "partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -460,7 +460,7 @@ def build_cache(root, cache_dir, config: FeatureConfig = FeatureConfig(), jobs: 
         }
         _array_entries(manifest, names, config, shapes, len(done.kept))
         atomic_write(tmp / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
-        old = cache_dir.parent / f".{cache_dir.name}.old-{os.getpid()}"
+        old = temp_name(cache_dir, "old")
         if cache_dir.exists():
             os.replace(cache_dir, old)
         os.replace(tmp, cache_dir)
@@ -535,27 +535,6 @@ def _with_rows(arrays) -> tuple:
     if unknown:
         raise CacheError(f"unknown cache array {unknown[0]!r}; choose from {', '.join(known_arrays())}")
     return names
-
-
-def _owner_alive(name: str) -> bool:
-    """Whether the process whose pid ends a temporary entry's name is still running."""
-    try:
-        os.kill(int(name.rsplit("-", 1)[1]), 0)
-    except (ValueError, IndexError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_orphans(folder) -> None:
-    """Delete temporary entries (``*.partial-<pid>``, ``*.old-<pid>``) whose owner process is gone."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return
-    for p in folder.iterdir():
-        if (".partial-" in p.name or ".old-" in p.name) and not _owner_alive(p.name):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
