@@ -63,6 +63,9 @@ class Hparams:
         ``"onecycle"``: one-cycle learning rate peaking at ``lr`` over ``max_epochs``; None: constant.
     class_weights : bool
         Weight the loss by inverse class frequency of the training part (unbalanced folders).
+    monitor_test : bool
+        Without a validation part, record the test accuracy after each epoch (the report's Figure 7
+        draws it for its r80 models); monitoring only, and it costs an evaluation per epoch.
     """
 
     view: str
@@ -79,3 +82,4 @@ class Hparams:
     weight_decay: float = 0.0
     schedule: str = None
     class_weights: bool = False
+    monitor_test: bool = True

@@ -432,7 +432,7 @@ def _train_torch(module, hp, data, split: Split, run_dir, identity, seed, device
     feed = Feed(module, hp, arr, scale, data.labels, n_frames, len(data.classes), device)
     ckpt = _Resume(run_dir / "checkpoint.pt", identity, log, label)
     # no validation part: the test accuracy per epoch is recorded for the curves figure, never used
-    monitor = split.test if not len(split.val) else split.test[:0]
+    monitor = split.test if hp.monitor_test and not len(split.val) else split.test[:0]
     if not (ckpt.state and ckpt.state["phase"] == "final"):
         net, transform = _phase(feed, ckpt, "main", ckpt.history, seed, (split.train, split.val, monitor),
                                 hp.max_epochs, hp.stop_acc, run_dir, log, label)
@@ -442,7 +442,8 @@ def _train_torch(module, hp, data, split: Split, run_dir, identity, seed, device
         # the report's "final model on train+val": same initialisation, E = the epochs just run
         results["final_epochs"] = len(ckpt.history)
         trainval = np.sort(np.concatenate([split.train, split.val]))
-        net, transform = _phase(feed, ckpt, "final", ckpt.history_final, seed, (trainval, split.val[:0], split.test),
+        net, transform = _phase(feed, ckpt, "final", ckpt.history_final, seed,
+                                (trainval, split.val[:0], split.test if hp.monitor_test else split.test[:0]),
                                 len(ckpt.history), None, run_dir, log, label)
     log_probs = predict(net, feed, split.test, transform)
     state_dict = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
