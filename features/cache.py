@@ -34,8 +34,8 @@ Every array loads with ``np.load(path, mmap_mode='r')`` (``Cache.array``).
 What is checked, when. At write time the manifest records a crc32 of every file (``arrays[name].checksum``,
 ``small_files["files.txt"]``) and its own checksum (``checksum``, over its content without it).
 
-- ``open_cache`` (every open): the manifest (JSON, format, its checksum); ``files.txt`` (line count
-  against ``n``, checksum); ``labels.npy`` (shape, dtype, checksum, labels in range).
+- ``open_cache`` (every open): the manifest (JSON, format, its checksum); ``files.txt`` (checksum,
+  line count against ``n``); ``labels.npy`` (shape, dtype, checksum, labels in range).
 - ``Cache.array`` (every call): the array's shape and dtype against the manifest (which records ``n``
   rows), and on its first call per file in a process its checksum (``checksum``: ~1.3 s for all of
   GTZAN's 2.6 GB from the page cache on 2 loaded cores; a model reads every row each epoch anyway).
@@ -229,7 +229,7 @@ def read_manifest(cache_dir) -> dict:
 
 
 def _read_files(path: Path, manifest: dict) -> list:
-    """The rows' relative paths from ``files.txt``, checked against the manifest's count and checksum."""
+    """The rows' relative paths from ``files.txt``, checked against the manifest's checksum."""
     try:
         data = path.read_bytes()
         files = data.decode().splitlines()
@@ -237,9 +237,6 @@ def _read_files(path: Path, manifest: dict) -> list:
         raise CacheError(f"{path}: missing (`python -m features` rebuilds the cache)") from None
     except (OSError, ValueError) as err:
         raise CacheError(f"{path}: unreadable ({_one_line(err)}); `python -m features` rebuilds the cache") from None
-    if len(files) != manifest.get("n"):
-        raise CacheError(f"{path}: {len(files)} lines, the manifest records {manifest.get('n')} rows; "
-                         f"`python -m features` rebuilds the cache")
     expected = manifest.get("small_files", {}).get("files.txt")
     if expected is not None and f"crc32:{zlib.crc32(data):08x}" != expected:
         raise _damaged(path)
@@ -267,8 +264,9 @@ def open_cache(cache_dir) -> Cache:
                          f"`python -m features` rebuilds it") from None
     files = _read_files(root / "files.txt", manifest)
     labels = np.array(_load_array(root / "labels.npy", labels_meta))
-    if len(labels) != len(files):
-        raise CacheError(f"{root / 'labels.npy'}: {len(labels)} rows, files.txt {len(files)} lines")
+    if len(files) != len(labels) or len(files) != manifest.get("n"):
+        raise CacheError(f"{root / 'files.txt'}: {len(files)} lines, labels.npy {len(labels)} rows, "
+                         f"the manifest {manifest.get('n')}")
     if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
         raise CacheError(f"{root / 'labels.npy'}: labels outside 0..{len(classes) - 1}")
     return Cache(root, manifest, files, labels.astype(np.int64), classes)
