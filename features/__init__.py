@@ -1,5 +1,6 @@
 """Audio, dB mel, image views, the dataset and the feature cache; plus the one atomic file writer."""
 
+import contextlib
 import os
 import re
 import shutil
@@ -70,7 +71,11 @@ def remove_orphans(folder) -> list:
         return []
     gone = [p for p in folder.iterdir() if TEMP_RE.search(p.name) and not owner_alive(p.name)]
     for p in gone:
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):  # a read-only folder: the leftover stays, the build goes on
+                p.unlink(missing_ok=True)
     return gone
 
 

@@ -1,13 +1,15 @@
-"""Command line: ``python -m features [build options] | download ... | validate [DIR] | example``.
+"""Command line: ``python -m features [build options] | download ... | validate [DIR] | verify | example``.
 
 Without a subcommand it builds (or confirms) the feature cache of the data found by ``--data`` >
 ``$GTZAN_DIR`` > ``data/gtzan/`` > ``data/genres.tar.gz``, else of the synthetic genre set (said
 loudly). Exit status: 0 on success, 2 when named data is unusable or nothing decodes, 1 on other
-errors; every error is one line naming the file or folder.
+errors; every error is one line naming the file or folder. ``verify`` checks every file of the cache,
+checksums included: one line per problem, exit 0 when sound, 1 when damaged, 2 when there is no cache.
 """
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import cache, dataset, images
 
@@ -15,7 +17,8 @@ from . import cache, dataset, images
 def build_main(argv) -> int:
     p = argparse.ArgumentParser(prog="python -m features",
                                 description="Build the feature cache (waveforms, dB mel, image views). "
-                                "Subcommands: `download` (fetch GTZAN), `validate [DIR]` (check md5s).")
+                                "Subcommands: `download` (fetch GTZAN), `validate [DIR]` (check md5s), "
+                                "`verify` (check the cache's files and checksums).")
     p.add_argument("--data", help="GTZAN folder or genres.tar.gz (default: $GTZAN_DIR, then data/gtzan/, "
                                   "else the synthetic genre set)")
     p.add_argument("--cache", default="cache", help="cache root; the cache goes to CACHE/<data name>/")
@@ -40,6 +43,9 @@ def build_main(argv) -> int:
     except (dataset.DataError, cache.CacheError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the builders have removed their temporary files
+        print("interrupted; the cache is as it was before this run", file=sys.stderr)
+        return 130
     m = c.manifest
     t = m["timings"]
     print(f"{cache_dir}: {m['n']} clips ({m['n_skipped']} skipped), {len(c.classes)} classes "
@@ -47,6 +53,27 @@ def build_main(argv) -> int:
           f"decode {t['decode']:.1f} s + mel {t['mel']:.1f} s + images {t['images']:.1f} s + "
           f"write {t['write']:.1f} s")
     return 0
+
+
+def verify_main(argv) -> int:
+    p = argparse.ArgumentParser(prog="python -m features verify",
+                                description="Check every file of the feature cache, checksums included; "
+                                            "exit 0 when sound, 1 when damaged, 2 when there is no cache.")
+    p.add_argument("--data", help="as for the build (names the cache CACHE/<data name>/)")
+    p.add_argument("--cache", default="cache", help="cache root, as for the build")
+    args = p.parse_args(argv)
+    try:
+        root = dataset.find_data(args.data)
+        cache_dir = Path(args.cache) / (cache.data_name(root) if root else "synthetic")
+        problems = cache.verify_cache(cache_dir)
+    except (dataset.DataError, cache.CacheError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for line in problems:
+        print(line)
+    if not problems:
+        print(f"{cache_dir}: ok (every file matches its checksum)")
+    return 1 if problems else 0
 
 
 def example_main(argv) -> int:
@@ -71,6 +98,8 @@ def main(argv=None) -> int:
         return download_main(argv[1:])
     if argv[:1] == ["validate"]:
         return dataset.validate_main(argv[1:])
+    if argv[:1] == ["verify"]:
+        return verify_main(argv[1:])
     if argv[:1] == ["example"]:
         return example_main(argv[1:])
     return build_main(argv)
