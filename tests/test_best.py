@@ -64,10 +64,12 @@ def test_set_normalisation_uses_only_given_rows():
 def test_train_batch_is_deterministic():
     mel = np.random.default_rng(1).normal(-40, 10, (6, 128, 400)).astype(np.float32)
     args = (mel, np.array([0, 2, 5]), np.arange(6) % 3, np.array([400, 90, 300, 400, 130, 200]))
-    x1, t1 = best.train_batch(*args, np.random.default_rng(7), 3)
-    x2, t2 = best.train_batch(*args, np.random.default_rng(7), 3)
-    assert torch.equal(x1, x2) and torch.equal(t1, t2)
-    assert t1.shape == (6, 3) and torch.allclose(t1.sum(1), torch.ones(6))
+    for aug in (best.AUG, best.Augment(mixup_alpha=0.3)):
+        x1, t1 = best.train_batch(*args, np.random.default_rng(7), 3, aug)
+        x2, t2 = best.train_batch(*args, np.random.default_rng(7), 3, aug)
+        assert torch.equal(x1, x2) and torch.equal(t1, t2)
+        assert not torch.equal(x1, best.train_batch(*args, np.random.default_rng(8), 3, aug)[0])
+    assert t1.shape == (6, 3) and torch.allclose(t1.sum(1), torch.ones(6))  # mixup: soft targets
 
 
 def test_clip_log_probs_normalised():
@@ -95,7 +97,7 @@ def test_training_lowers_the_loss():
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
 
     def loss_of(x, t):
-        return -(t * net(x)).sum(1).mean()
+        return -net(x).gather(1, t[:, None]).mean()
 
     losses = []
     for step in range(12):
