@@ -49,7 +49,7 @@ N_MELS = 128
 # batch 16 rows (x 2 crops): on a few hundred clips the number of steps is what limits (pool CV below);
 # AdamW + one-cycle to 3e-3 (Smith & Topin 2019) trains a batch-norm CNN in few epochs.
 HPARAMS = Hparams(view="mel_db", batch_size=16, lr=3e-3, optimizer="adamw", max_epochs=80, split="r80",
-                  loss="nll", weight_decay=1e-2, schedule="onecycle", class_weights=True)
+                  loss="nll", weight_decay=1e-2, schedule="onecycle", class_weights=True, monitor_test=False)
 
 # report: the long preset (a GPU; the report has no such model). quick: 20 epochs, the CPU budgets
 # (see the timings below). tiny: tests.
