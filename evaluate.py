@@ -20,8 +20,11 @@ folds ``k<K>f0 .. k<K>f<K-1>`` of one model and preset form one group, split ``k
 as mean +- std over the folds (over seeds of the fold means when several seeds ran). Within a group
 the runs' test predictions are pooled for the classification report and the confusion matrix
 (labelled as such). Runs of split ``all`` have no test part: they are listed as deployable, never
-evaluated. A folder that is not a complete run, or whose files cannot be read, is skipped with one
-line on stderr naming the file and the command that repairs it.
+evaluated. A folder that is not a complete run, that fails ``models.runfiles.verify_run`` (the sha256
+of every file recorded in ``COMPLETE``, the structure of ``config.json``), or whose files cannot be read,
+is skipped with one line on stderr naming the file and the command that repairs it. Runs made before
+checksums were recorded (an empty ``COMPLETE``) are read unverified, structure-checked, and counted in
+one note (``unverified_runs`` in the JSON).
 
 Figures (PNG, ``reports/`` or ``--out``): ``confusion_<model>_<split>.png``,
 ``curves_<model>_<split>.png`` (loss and accuracy vs epoch, early stop marked) and, with ``--pca``,
@@ -55,6 +58,7 @@ from sklearn.metrics import classification_report, confusion_matrix, precision_r
 from features import atomic_write
 from models import MODELS, REPORTED, rank_classes, top_k_accuracy
 from models.hparams import FOLD_RE, RUN_DIR_RE, SPLITS, is_split
+from models.runfiles import RunError, verify_run
 
 TOPK = (1, 2, 3)
 # Trained on every clip: nothing to test, the model to deploy.
@@ -87,6 +91,7 @@ class Run(NamedTuple):
     finished: str
     k: int = None
     fold: int = None
+    verified: bool = True  # False: made before checksums were recorded (structure-checked only)
 
     @property
     def group_split(self):
@@ -266,27 +271,24 @@ def find_runs(runs_root, model=None, data=None):
 
 
 def _read_run(path):
-    """The Run in folder ``path``, or None (with a warning) when it is not a complete, readable run."""
+    """The Run in folder ``path``, or None (with a warning) when it is not a complete run that passes
+    ``models.runfiles.verify_run`` (checksums, config structure)."""
     match = RUN_DIR_RE.match(path.name)
     if match is None or not is_split(match["split"]):
         warn(f"{path}: not a run folder (<split>-<preset>-seed<k>, split one of {', '.join(SPLITS)} "
              f"or k<K>f<i>); skipped")
         return None
-    fields = {"model": path.parent.name, "split": match["split"], "preset": match["preset"],
-              "seed": int(match["seed"])}
-    if not (path / "COMPLETE").exists():
-        warn(f"{path}: no COMPLETE (unfinished or damaged run); skipped — to finish it: {run_command(run=fields)}")
-        return None
     try:
-        config = _read_json(path / "config.json")
-        if not isinstance(config.get("data", {}), dict):
-            raise EvaluateError(f"{path / 'config.json'}: 'data' is not an object")
-    except EvaluateError as e:
-        warn(f"{e}; skipped — to repair: {run_command(run=fields, force=True)}")
+        checked = verify_run(path)
+    except RunError as e:
+        warn(f"{e.path}: {e.problem}; skipped — to repair: {e.command}")
         return None
-    fold = FOLD_RE.match(fields["split"])
-    return Run(path, path.parent.parent.name, config=config, finished=str(config.get("finished", "")),
-               k=int(fold["k"]) if fold else None, fold=int(fold["fold"]) if fold else None, **fields)
+    fold = FOLD_RE.match(match["split"])
+    config = checked.config
+    return Run(path, path.parent.parent.name, path.parent.name, match["split"], match["preset"],
+               int(match["seed"]), config, finished=str(config.get("finished", "")),
+               k=int(fold["k"]) if fold else None, fold=int(fold["fold"]) if fold else None,
+               verified=checked.checksums is not None)
 
 
 def _newest(runs):
@@ -376,7 +378,10 @@ def load_predictions(run):
         One line naming the file and what is wrong with it.
     """
     path = run.path / "predictions.npz"
-    return _check_predictions(*_read_npz(path), path)
+    predictions = _check_predictions(*_read_npz(path), path)
+    if run.config.get("classes", predictions.classes) != predictions.classes:
+        raise EvaluateError(f"{path}: classes {predictions.classes} differ from config.json's {run.config['classes']}")
+    return predictions
 
 
 def _read_npz(path):
@@ -487,6 +492,7 @@ def evaluate_group(group):
         "score_kind": members[0][1].kind, "config_hash": _config_hash(runs[0]),
         "set_aside_runs": group.set_aside, "other_presets": group.other_presets,
         "unreadable_runs": len(group.runs) - len(runs),
+        "unverified_runs": sum(not r.verified for r in runs),
         **{key: [r.config.get(key) for r in runs] for key in ("epochs_run", "stopped_early", "final_epochs",
                                                                 "wall_seconds")},
         "cache_dir": (runs[0].config.get("data") or {}).get("cache_dir"),
@@ -1096,6 +1102,7 @@ def _main(args):
         atomic_write(summary, lambda f: f.write(text.encode("utf-8")))
     if args.json:
         print(json.dumps({"runs_root": str(args.runs), "groups": results, "pca": pca,
+                          "unverified_runs": sum(r["unverified_runs"] for r in results),
                           "deployable": [str(r.path) for r in deployable],
                           "summary": None if summary is None else str(summary)}, indent=1))
         return 0
@@ -1114,6 +1121,10 @@ def _print_text(args, results, pca, deployable, figures, summary):
     if deployable:
         print(deployable_line(deployable))
     print("figures: " + " ".join(figures))
+    unverified = sum(r["unverified_runs"] for r in results)
+    if unverified:
+        print(f"note: {unverified} run(s) made before checksums were recorded: read unverified "
+              f"(structure checks only); run_all.py retrains them")
     if summary is not None:
         print(f"summary: {summary}")
 

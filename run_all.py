@@ -26,14 +26,22 @@ tiny    for tests: 2 epochs, small batches.
 """
 
 import argparse
+import errno
 import sys
 
 from features.cache import CacheError, ensure_features
 from features.dataset import DataError
 from models import DEFAULT_MODELS, REPORTED, RUN_NAMES
 from models.hparams import PRESETS, SPLITS, fold_split, is_split
+from models.runfiles import RunError
 from models.train import TrainError, default_preset, inputs, run, settings
 
+# What to do when a write fails with this errno; the file and folder are named in the same line.
+WRITE_FIXES = {errno.ENOSPC: "free space on its disk or pass --runs DIR on another",
+               errno.EFBIG: "raise the file size limit (ulimit -f) or pass --runs DIR elsewhere",
+               errno.EROFS: "the folder is read-only: pass --runs DIR on a writable disk",
+               errno.EACCES: "no permission: make the folder writable or pass --runs DIR",
+               errno.EPERM: "no permission: make the folder writable or pass --runs DIR"}
 DEPLOYED = ("best",)  # models that also train the `all` run (what predict.py uses) when no split is given
 
 
@@ -73,6 +81,14 @@ def _split(name: str) -> str:
     if not is_split(name):
         raise argparse.ArgumentTypeError(f"{name!r} is not a split: choose from {', '.join(SPLITS)} or k<K>f<i>")
     return name
+
+
+def os_error_line(err: OSError, runs) -> str:
+    """One line for a failed read or write: the file, the runs folder, what to do, and that runs are kept."""
+    where = err.filename or runs
+    fix = WRITE_FIXES.get(err.errno, "check the folder")
+    return (f"{where}: {err.strerror or err} (runs folder {runs}); {fix}, then run the same command again "
+            f"(finished runs and epochs are kept)")
 
 
 def parse_args(argv):
@@ -124,8 +140,11 @@ def main(argv=None) -> int:
                     results.append(run(model, cache_dir, args.runs, split=split, preset=preset, seed=seed,
                                        threads=args.threads, force=args.force,
                                        log=lambda line: print(line, flush=True)))
-    except (TrainError, CacheError, DataError) as err:
+    except (TrainError, CacheError, DataError, RunError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"error: {os_error_line(err, args.runs)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: the same command resumes from the last finished epoch", file=sys.stderr)

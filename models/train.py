@@ -10,14 +10,20 @@
     model.pt             torch state_dict (loads with weights_only=True); the SVM writes svm.npz
     predictions.npz      log_probs (torch) or scores (SVM) (n_test, n_classes) float32, labels, files,
                          classes; none for split ``all`` (nothing is tested)
-    COMPLETE             written last: the run finished
+    COMPLETE             written last: JSON {file: sha256} of the files above (``models.runfiles``)
 
 Every file is written atomically. While training, ``checkpoint.pt`` (weights, optimizer, schedule and
-RNG state, history) is rewritten after each epoch, so an interrupted run resumes where it stopped and
-ends with the same numbers as an uninterrupted one; it is removed once COMPLETE is written. A complete
-run is skipped unless ``force``; one whose identity differs (other settings, or a changed fingerprint
-of an array its model reads: a change to the image code retrains the image models, not ``cnn1d_raw``)
-is retrained.
+RNG state, history; with its own sha256, ``runfiles.seal_bytes``) is rewritten after each epoch, after
+the history, so a run interrupted or killed at any point resumes where it stopped and ends with the
+same numbers as an uninterrupted one; it is removed once COMPLETE is written, and one that fails its
+checksum or will not load is noted and the run starts over. A complete run that passes
+``runfiles.verify_run`` is skipped unless ``force``; one whose identity differs (other settings, or a
+changed fingerprint of an array its model reads: a change to the image code retrains the image models,
+not ``cnn1d_raw``), that fails verification, or that has no checksums (made before they were recorded)
+is retrained with a one-line note. A run is trained holding ``.<run>.lock`` beside its folder (flock):
+a second process waits (saying so), then reuses the finished run; the holder first removes the
+temporary files of dead processes in the folder and beside it. A read-only runs folder still serves
+its complete runs.
 
 ``test_acc_monitor`` is the test accuracy after each epoch of a run without a validation part (the
 report's r80 models; its Figure 7 draws that curve). It is recorded for the figure only: no decision
@@ -37,8 +43,11 @@ memory-mapped cache; denormal floats are flushed to zero; cnn2d runs channels_la
 under ``torch.inference_mode``; torch uses every usable core.
 """
 
+import contextlib
 import csv
 import dataclasses
+import errno
+import fcntl
 import hashlib
 import importlib
 import io
@@ -58,15 +67,20 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import torch  # noqa: E402  (after the environment variable above)
 
-from features import atomic_write, usable_cpus  # noqa: E402
+from features import atomic_write, remove_orphans, usable_cpus  # noqa: E402
 from features.cache import FeatureConfig, fingerprint, open_cache  # noqa: E402
 from features.dataset import track_id  # noqa: E402
 
 from . import REPORTED, RUN_NAMES, top_k_accuracy  # noqa: E402
 from .hparams import FOLD_RE, PRESETS, SPLITS, Hparams, is_split  # noqa: E402
+from .runfiles import RunError, seal, seal_bytes, unseal_bytes, verify_run  # noqa: E402
 
 STURM_DIR = Path(__file__).resolve().parent / "sturm_filtered"
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc", "test_acc_monitor", "seconds")
+CHECKPOINT_KEYS = {"identity", "phase", "epoch", "stopped", "main_stopped", "history", "history_final", "model",
+                   "optimizer", "schedule", "rng", "seconds"}
+# A runs folder that refuses the lock file with one of these is read-only: its complete runs still serve.
+READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 class TrainError(Exception):
@@ -359,8 +373,10 @@ class _Resume:
     def __init__(self, path: Path, identity: dict, log, label):
         self.path, self.identity, self.state = path, identity, None
         if path.exists():
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if state["identity"] != identity:
+            state, problem = self._load(path)
+            if problem is not None:
+                log(f"{label}: {path}: {problem}; starting over")
+            elif state["identity"] != identity:
                 log(f"{label}: checkpoint is from other settings or data; starting over")
             else:
                 self.state = state
@@ -370,6 +386,21 @@ class _Resume:
         self.main_stopped = self.state["main_stopped"] if self.state else False
         self.earlier = self.state["seconds"] if self.state else 0.0  # time before a resume
         self.t_start = time.perf_counter()
+
+    @staticmethod
+    def _load(path: Path) -> tuple:
+        """(state, None), or (None, what is wrong) for a checkpoint that fails its checksum or will not load."""
+        try:
+            state = torch.load(io.BytesIO(unseal_bytes(path)), map_location="cpu", weights_only=True)
+        except (OSError, ValueError) as e:
+            return None, str(e)
+        # A checkpoint that passed its checksum is one this code wrote, but possibly with another torch
+        # version: whatever torch.load raises then, the run starts over rather than stopping.
+        except Exception as e:  # noqa: BLE001
+            return None, f"will not load ({e.__class__.__name__})"
+        if not isinstance(state, dict) or not CHECKPOINT_KEYS <= set(state):
+            return None, "not a checkpoint of this version"
+        return state, None
 
     def restore(self, phase, net, opt, sched, device):
         """(first epoch to run, stopped) for ``phase``, loading its saved state when there is one."""
@@ -389,7 +420,9 @@ class _Resume:
                    "history_final": self.history_final, "model": net.state_dict(),
                    "optimizer": opt.state_dict(), "schedule": sched.state_dict() if sched else None,
                    "rng": _rng_state(device), "seconds": self.earlier + time.perf_counter() - self.t_start}
-        atomic_write(self.path, lambda f: torch.save(payload, f))
+        body = io.BytesIO()
+        torch.save(payload, body)
+        atomic_write(self.path, lambda f: f.write(seal_bytes(body.getvalue())))
 
 
 def _phase(feed, ckpt, phase, rows, seed, parts, max_epochs, stop_acc, run_dir, log, label):
@@ -413,8 +446,10 @@ def _phase(feed, ckpt, phase, rows, seed, parts, max_epochs, stop_acc, run_dir, 
         stopped = stop_acc is not None and acc > stop_acc
         if phase == "main":
             ckpt.main_stopped = stopped
-        ckpt.save(phase, epoch, stopped, net, opt, sched, feed.device)
+        # the history first: the checkpoint is the commit point, so a kill between the two re-runs the
+        # epoch and rewrites the history rather than leaving it an epoch short
         _write_history(run_dir / ("history.csv" if phase == "main" else "history_final.csv"), rows)
+        ckpt.save(phase, epoch, stopped, net, opt, sched, feed.device)
         log(f"{label} {'retrain ' if phase == 'final' else ''}epoch {epoch}/{max_epochs}: "
             f"loss {loss:.4f}  train_acc {acc:.3f}"
             + (f"  val_acc {row['val_acc']:.3f}" if row["val_acc"] != "" else "")
@@ -491,19 +526,85 @@ def _set_up_torch(threads, device, seed):
     return device, threads
 
 
-def _prepare_dir(run_dir: Path, identity: dict, force: bool, log, label):
-    """The complete run's config when it can be reused, else None (the folder is then ready to train in)."""
-    if (run_dir / "COMPLETE").exists() and not force:
+@contextlib.contextmanager
+def _run_lock(run_dir: Path, log, label):
+    """Hold ``.<run>.lock`` beside ``run_dir`` (flock): one process at a time trains or reuses a run.
+
+    Yields True once held, or False when the runs folder is read-only (nothing can be trained there,
+    but its complete runs can still be reused). The holder removes the lock file; a process that got
+    the lock on a file removed meanwhile tries again, so two never hold the same run.
+    """
+    path = run_dir.with_name(f".{run_dir.name}.lock")
+    while (f := _open_lock(path)) is not None:
         try:
-            config = json.loads((run_dir / "config.json").read_text())
-        except (OSError, ValueError):
-            config = {}
-        if config.get("identity") == identity:
-            log(f"{label}: complete in {run_dir}; skipped (--force retrains)")
-            return config
-        log(f"{label}: {run_dir} is from other settings or inputs; retraining")
-        force = True
-    if force and run_dir.exists():
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"{label}: another process is training {run_dir}; waiting for it to finish")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        if _same_file(f, path):
+            break
+        f.close()
+    if f is None:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        path.unlink(missing_ok=True)
+        f.close()
+
+
+def _open_lock(path: Path):
+    """The lock file opened for appending, or None when its folder is read-only."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "a")
+    except OSError as e:
+        if e.errno not in READ_ONLY:
+            raise
+        return None
+
+
+def _same_file(f, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(f.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+def _reusable(run_dir: Path, identity: dict):
+    """(config, None) when ``run_dir`` is a complete, verified run of ``identity``, else (None, why not)."""
+    if not (run_dir / "COMPLETE").exists():
+        return None, None
+    try:
+        checked = verify_run(run_dir)
+    except RunError as e:
+        return None, f"{e.path}: {e.problem}"
+    if checked.checksums is None:
+        return None, f"{run_dir} has no checksums (made before they were recorded)"
+    if checked.config.get("identity") != identity:
+        return None, f"{run_dir} is from other settings or inputs"
+    return checked.config, None
+
+
+def _prepare_dir(run_dir: Path, identity: dict, force: bool, locked: bool, log, label):
+    """The complete run's config when it can be reused, else None (the folder is then ready to train in).
+
+    Holding the lock, it first removes what dead processes left (temporary files, a checkpoint of a
+    run that was complete).
+    """
+    if locked:
+        remove_orphans(run_dir.parent)
+        remove_orphans(run_dir)
+    config, why_not = (None, None) if force else _reusable(run_dir, identity)
+    if config is not None:
+        if locked:
+            (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+        log(f"{label}: complete in {run_dir}; skipped (--force retrains)")
+        return config
+    if why_not:
+        log(f"{label}: {why_not}; retraining")
+    if (force or why_not) and run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return None
@@ -552,10 +653,18 @@ def run(model: str, cache_dir, runs_root="runs", split: str = None, preset: str 
     run_dir = run_dir_for(runs_root, data_name, model, split, preset, seed)
     identity = run_identity(model, split, preset, seed, hp, data)
     label = f"{model} {split}-{preset}-seed{seed}"
-    done = _prepare_dir(run_dir, identity, force, log, label)
-    if done is not None:
-        return {**done, "run_dir": str(run_dir), "skipped": True}
+    with _run_lock(run_dir, log, label) as locked:
+        done = _prepare_dir(run_dir, identity, force, locked, log, label)
+        if done is not None:
+            return {**done, "run_dir": str(run_dir), "skipped": True}
+        config = _train_and_test(module, hp, data, sp, run_dir, identity, seed, threads, device, log, label)
+    return {**config, "run_dir": str(run_dir), "skipped": False}
+
+
+def _train_and_test(module, hp, data, sp: Split, run_dir: Path, identity, seed, threads, device, log, label):
+    """Train one run in its (prepared, locked) folder, test it, write its files and seal it; its config."""
     device, threads = _set_up_torch(threads, device, seed)
+    split, data_name = identity["split"], identity["data_name"]
     t0 = time.perf_counter()
     if isinstance(hp, Hparams):
         scores, key, results = _train_torch(module, hp, data, sp, run_dir, identity, seed, device, log, label)
@@ -569,8 +678,8 @@ def run(model: str, cache_dir, runs_root="runs", split: str = None, preset: str 
             f, **{key: scores.astype(np.float32)}, labels=test_labels,
             files=np.array([data.files[i] for i in sp.test]), classes=np.array(data.classes)))
     config = {
-        "identity": identity, "model": model, "split": split, "preset": preset, "seed": seed,
-        "hparams": dataclasses.asdict(hp), "classes": list(data.classes),
+        "identity": identity, "model": identity["model"], "split": split, "preset": identity["preset"],
+        "seed": seed, "hparams": dataclasses.asdict(hp), "classes": list(data.classes),
         "features": feature_settings(hp.view, data.manifest),
         "data": {"data_name": data_name, "data_root": data.manifest.get("data_root"),
                  "cache_dir": str(Path(data.root).resolve()), "n": len(data.labels),
@@ -578,17 +687,17 @@ def run(model: str, cache_dir, runs_root="runs", split: str = None, preset: str 
                  "config_hash": _input_hash(identity["inputs"])},
         "versions": _versions(), "device": str(device), "threads": threads,
         "n_train": int(len(sp.train)), "n_val": int(len(sp.val)), "n_test": int(len(sp.test)),
-        **results, "test": top, "reported": REPORTED.get((model, split)),
+        **results, "test": top, "reported": REPORTED.get((identity["model"], split)),
         "wall_seconds": round(time.perf_counter() - t0 + results.get("seconds_before_resume", 0.0), 1),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     _write_json(run_dir / "config.json", config)
-    atomic_write(run_dir / "COMPLETE", lambda f: f.write(b""))
+    seal(run_dir)  # COMPLETE, last: the sha256 of every file above
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
     log(f"{label}: " + (f"test top-1 {top['top1']:.3f}  top-2 {top['top2']:.3f}  top-3 {top['top3']:.3f}"
                         if top else f"trained on all {len(sp.train)} clips (nothing tested)")
         + f"  ({config['wall_seconds']:.0f} s) -> {run_dir}")
-    return {**config, "run_dir": str(run_dir), "skipped": False}
+    return config
 
 
 def feature_settings(view: str, manifest: dict) -> dict:
