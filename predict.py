@@ -3,7 +3,9 @@
 A PATH is a file (classified whatever its name: libsndfile identifies the content) or a folder,
 searched recursively for files with an audio extension (``features.dataset.AUDIO_EXTENSIONS``, any
 case; hidden files, other files and symlink loops are skipped silently). Names beginning with a dash
-follow ``--``: ``python predict.py -- -x.wav``.
+follow ``--``: ``python predict.py -- -x.wav``. A PATH that is not a regular file (a FIFO, ``/dev/zero``,
+a broken symlink) is refused in one line without being opened, so nothing blocks; a symlink to an audio
+file is that file.
 
 Which model
 -----------
@@ -41,6 +43,9 @@ lines read ``genre  score S``), ``--top K`` of them (default 3, at most the clas
 ``--json``: one JSON list at the end; ``--jsonl``: one object per line as each file finishes. Each
 object is ``{"file", "top": [{"genre", "probability" (or "score")}], "model", "duration_s"}``, with
 ``model`` the run folder relative to the runs root (a list of them with ``--ensemble``).
+A file name is printed (text, JSON and error lines alike) with each byte that is not UTF-8 as ``\\xNN``
+and each control character (a newline, say) as ``\\xNN`` too, so every output line is valid UTF-8 and a
+name never breaks a line; other names, spaces and all, print as they are.
 Errors go to stderr, one line per file, and the other files go on. Exit status: 0 when every file
 was classified, 1 when any failed (or a folder held no audio), 2 on a usage error or no usable model.
 """
@@ -71,7 +76,7 @@ class UsageError(Exception):
 
 
 class FileError(Exception):
-    """One input that cannot be classified: one line naming it."""
+    """Why one input cannot be classified (the caller names the file)."""
 
 
 # ------------------------------------------------------------------------------------------ choosing runs
@@ -236,6 +241,10 @@ def _svm_problem(params: dict, n_classes: int, n_values: int):
     shapes_ok = (sv.ndim == 2 and sv.shape[1] == n_values and sv.dtype == np.uint8
                  and coef.shape == (m - 1, len(sv)) and params["intercept"].shape == (m * (m - 1) // 2,)
                  and n_support.shape == (m,) and params["gamma"].size == 1)
+    # a string or structured array of the right shape would fail at the first file, with a traceback
+    kinds_ok = all(params[k].dtype.kind == "f" for k in ("dual_coef", "intercept", "gamma"))
+    if not kinds_ok or n_support.dtype.kind not in "iu":
+        return "dual coefficients, intercepts, gamma or support counts of the wrong type"
     if not shapes_ok or m < 2 or n_support.sum() != len(sv) or (n_support < 0).any():
         return f"support vectors {sv.shape}, dual coefficients {coef.shape} do not fit {n_values} pixels"
     if classes.dtype.kind not in "iu" or classes.min() < 0 or classes.max() >= n_classes:
@@ -398,7 +407,7 @@ class Predictor:
                 sums[i] += weight * scores
                 weights[i] += weight
         if not weights.all():
-            raise FileError(f"{path}: {windows.samples / sr:.2f} s long, under the {MIN_SECONDS:g}-s minimum")
+            raise FileError(f"{windows.samples / sr:.2f} s long, under the {MIN_SECONDS:g}-s minimum")
         means = sums / weights[:, None]
         if self.kind == "score":
             return Result(means.mean(axis=0), windows.samples / sr)
@@ -439,7 +448,8 @@ def gather(paths: list, say) -> tuple:
         if p.is_dir():
             found = audio_files(p)
             if not found:
-                say(f"predict: {p}: no audio files ({' '.join(AUDIO_EXTENSIONS)}) in this folder", sys.stderr)
+                say(f"predict: {display(p)}: no audio files ({' '.join(AUDIO_EXTENSIONS)}) in this folder",
+                    sys.stderr)
                 ok = False
             files += found
         else:
@@ -448,6 +458,20 @@ def gather(paths: list, say) -> tuple:
 
 
 # ------------------------------------------------------------------------------------------ output
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def display(text) -> str:
+    """``text`` (a path or message) as printable UTF-8 on one line: bytes that are not UTF-8 and control
+    characters as ``\\xNN`` (the module docstring).
+
+    A name that is not UTF-8 reaches Python as surrogates (``os.fsdecode``), which a UTF-8 stream
+    refuses with a UnicodeEncodeError; escaping them keeps the rest of the name readable.
+    """
+    text = os.fsencode(text).decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+
 
 class Output:
     """Writes each file's result in the chosen format (text, ``json`` or ``jsonl``)."""
@@ -462,7 +486,7 @@ class Output:
         order = np.argsort(-result.values, kind="stable")[:self.top]
         key = self.predictor.kind
         top = [{"genre": self.predictor.classes[i], key: round(float(result.values[i]), 6)} for i in order]
-        obj = {"file": str(path), "top": top, "model": self.model, "duration_s": round(result.duration_s, 3)}
+        obj = {"file": display(path), "top": top, "model": self.model, "duration_s": round(result.duration_s, 3)}
         if self.fmt == "jsonl":
             self.say(json.dumps(obj), sys.stdout)
         elif self.fmt == "json":
@@ -470,7 +494,7 @@ class Output:
         else:
             width = max(len(c) for c in self.predictor.classes)
             label = "score " if key == "score" else ""
-            self.say("\n".join([str(path)] + [f"  {t['genre']:<{width}}  {label}{t[key]:.3f}" for t in top]),
+            self.say("\n".join([display(path)] + [f"  {t['genre']:<{width}}  {label}{t[key]:.3f}" for t in top]),
                      sys.stdout)
 
     def close(self) -> None:
@@ -535,15 +559,15 @@ def _classify_all(files, predictor, output, say) -> bool:
             warnings.simplefilter("always")
             try:
                 output.add(path, predictor.classify(path))
-            except AudioError as err:
-                unreadable = str(err.problem).startswith(("not a recognised audio format", "cannot open as audio"))
-                say(f"predict: {err}" + (f"; {CONVERT_HINT}" if unreadable else ""), sys.stderr)
-                ok = False
-            except (FileError, ValueError) as err:  # ValueError: e.g. samples mel_db cannot take
-                say(f"predict: {err}" if isinstance(err, FileError) else f"predict: {path}: {err}", sys.stderr)
+            except (FileError, ValueError) as err:  # AudioError is a ValueError; so are samples mel_db refuses
+                problem = ' '.join(str(err.problem if isinstance(err, AudioError) else err).split())
+                unreadable = problem.startswith(("not a recognised audio format", "cannot open as audio"))
+                # display the whole line: an OSError's text may hold the name too
+                say(f"predict: {display(f'{path}: {problem}')}" + (f"; {CONVERT_HINT}" if unreadable else ""),
+                    sys.stderr)
                 ok = False
         for w in caught:
-            say(f"predict: warning: {' '.join(str(w.message).split())}", sys.stderr)
+            say(f"predict: warning: {display(' '.join(str(w.message).split()))}", sys.stderr)
     return ok
 
 

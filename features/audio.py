@@ -11,12 +11,19 @@ whose content libsndfile cannot identify fails with an ``AudioError`` whatever i
 Problems are reported as ``AudioError`` (a ``ValueError``) whose message is one line,
 ``<path>: <problem>``: missing file, directory, empty file, unrecognised format, a
 WAV/AU header that promises more data than the file holds (a truncated copy), zero
-frames, undecodable data (e.g. a cut FLAC stream), NaN/inf samples. An all-zero clip is
+frames, a sample rate outside ``MIN_RATE``..``MAX_RATE`` (1 kHz to 768 kHz: anything else is a
+damaged header, and resampling it would need a filter of billions of taps), undecodable data
+(e.g. a cut FLAC stream), NaN/inf samples. An all-zero clip is
 valid audio and only triggers an ``AudioWarning``; so does an MP3 that decodes to fewer
 frames than its header estimates (MP3 lengths are estimates, so this may be VBR rather
 than a cut file; the frames present are used).
+
+Decoding never trusts a header's counts for memory: it reads blocks of at most ``2 * STREAM_BLOCK``
+samples, so a damaged header claiming billions of frames or channels costs no more than the data
+that is really there.
 """
 import math
+import os
 import re
 import warnings
 from pathlib import Path
@@ -34,6 +41,7 @@ DURATION = 30.0
 N_SAMPLES = 661_500  # DURATION * SR
 RAW_SAMPLES = 551_250  # the first 25 s, the input of the raw-waveform 1-D CNN
 STREAM_BLOCK = 1 << 18  # frames `stream` decodes at a time: ~6 s at 44.1 kHz, 2 MiB of stereo float32
+MIN_RATE, MAX_RATE = 1000, 768_000  # Hz: the sample rates decoded (real audio spans 8 kHz .. 384 kHz)
 
 # libsndfile logs a header length it could not honour as "data : 44100 (should be 22028)"
 # (WAV) or "Data Size : 44100 (should be 22038)" (AU). 0xFFFFFFFF is the "unknown length"
@@ -77,7 +85,8 @@ def _open(path):
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
     try:
-        f = sf.SoundFile(path)
+        # bytes: soundfile encodes a str path strictly, which fails on a name that is not UTF-8
+        f = sf.SoundFile(os.fsencode(path))
     except sf.LibsndfileError as e:
         problem = e.error_string.rstrip(".")
         # A non-MP3 named .mp3 is tried as MP3 (by extension) and then misreported as
@@ -87,14 +96,23 @@ def _open(path):
         raise AudioError(path, f"cannot open as audio ({problem})") from None
     except (OSError, RuntimeError) as e:
         raise AudioError(path, f"cannot open ({e})") from None
+    problem = _header_problem(f)
+    if problem:
+        f.close()
+        raise AudioError(path, problem)
+    return f
+
+
+def _header_problem(f):
+    """Why the header of an open file cannot be decoded (truncated copy, no frames, odd rate), or None."""
     m = _TRUNCATED.search(f.extra_info)
     if m and int(m[1]) != _STREAMING_SIZE and int(m[1]) > int(m[2]):
-        f.close()
-        raise AudioError(path, f"truncated: header declares {m[1]} data bytes, file holds {m[2]}")
+        return f"truncated: header declares {m[1]} data bytes, file holds {m[2]}"
     if f.frames == 0:
-        f.close()
-        raise AudioError(path, "contains no audio frames")
-    return f
+        return "contains no audio frames"
+    if not MIN_RATE <= f.samplerate <= MAX_RATE:
+        return f"sample rate {f.samplerate} Hz outside {MIN_RATE}..{MAX_RATE} Hz (a damaged header?)"
+    return None
 
 
 def info(path):
@@ -127,11 +145,27 @@ def _read(f, path, dtype, frames):
         raise AudioError(path, f"cannot decode ({problem})") from None
 
 
+def _blocks(f, path, dtype, frames=-1, block=STREAM_BLOCK):
+    """Up to ``frames`` frames (all when -1) of an open file as (n, channels) blocks.
+
+    A block is ``block`` frames of mono or stereo, fewer frames of more channels (at most ``2 * block``
+    samples): soundfile allocates what a read asks for (capped only by the header's frame count), so
+    bounded reads keep a header claiming 2^40 frames, or 1024 channels, from allocating more than the
+    data present.
+    """
+    per_read = max(1, 2 * block // max(2, f.channels))
+    left = math.inf if frames < 0 else frames
+    while left > 0 and len(y := _read(f, path, dtype, int(min(per_read, left)))):
+        left -= len(y)
+        yield y
+
+
 def _decode(f, path, dtype, frames):
     """Decode up to ``frames`` frames (all when -1) of an open file as (n, channels)."""
-    y = _read(f, path, dtype, frames)
-    if len(y) == 0:
+    parts = list(_blocks(f, path, dtype, frames))
+    if not parts:
         raise AudioError(path, "contains no audio frames")
+    y = parts[0] if len(parts) == 1 else np.concatenate(parts)
     # MP3 frame counts are estimates (exact only with a Xing/LAME header), so a shortfall
     # may be a cut-off file or just VBR: decode what is there and say so.
     wanted = f.frames if frames < 0 else min(frames, f.frames)
@@ -262,7 +296,7 @@ def stream(path, sr=SR, block=STREAM_BLOCK):
     sr : int
         Output sample rate in Hz.
     block : int
-        Frames decoded per read.
+        Frames decoded per read (fewer for more than two channels, as ``_blocks`` says).
 
     Yields
     ------
@@ -289,7 +323,7 @@ def stream(path, sr=SR, block=STREAM_BLOCK):
 def _chunks(f, path, block):
     """Mono float32 blocks of an open file, checked as ``load`` checks the whole."""
     decoded, nonzero = 0, False
-    while len(y := _read(f, path, np.float32, block)):
+    for y in _blocks(f, path, np.float32, block=block):
         y = _mono(y)
         if not np.isfinite(y).all():
             raise AudioError(path, f"{int((~np.isfinite(y)).sum())} NaN/inf samples in frames "

@@ -17,6 +17,7 @@ import predict
 from features import synth
 from features.cache import FeatureConfig, ensure_features, fingerprint
 from models import train
+from test_fuzz import deadline
 
 SR = 22050
 GENRES = list(synth.GENRES)
@@ -301,3 +302,64 @@ def test_names_with_spaces_and_leading_dashes(tmp_path, capsys, monkeypatch):
     tone(tmp_path / "-x y.wav", 2.0)
     code, out, _ = run_main(capsys, "--runs", "runs", "--", "-x y.wav")
     assert code == 0 and out.splitlines()[0] == "-x y.wav"
+
+
+def test_names_that_are_not_utf8_or_hold_control_characters_print_escaped(tmp_path, capsys):
+    fake_run(tmp_path / "runs")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tone(os.fsencode(folder) + b"/caf\xe9 -x.wav", 2.0)  # bytes: soundfile cannot write such a str
+    tone(folder / "new\nline.wav", 2.0)
+    (folder / os.fsdecode(b"bad\xff.wav")).write_bytes(b"not audio" * 20)
+    shown = [f"{folder}/caf\\xe9 -x.wav", f"{folder}/new\\x0aline.wav"]
+    code, out, err = run_main(capsys, "--runs", tmp_path / "runs", "--json", folder)
+    assert code == 1 and sorted(r["file"] for r in json.loads(out)) == shown
+    (line,) = error_lines(err)
+    assert line.startswith(f"predict: {folder}/bad\\xff.wav: not a recognised audio format")
+    _, out, _ = run_main(capsys, "--runs", tmp_path / "runs", folder)
+    assert sorted(line for line in out.splitlines() if not line.startswith(" ")) == shown
+
+
+def test_devices_fifos_and_symlinks_given_directly(tmp_path, capsys):
+    fake_run(tmp_path / "runs")
+    good = tone(tmp_path / "good.wav", 2.0)
+    os.mkfifo(tmp_path / "pipe.wav")
+    links = {"link.wav": good, "zero.wav": "/dev/zero", "broken.wav": tmp_path / "gone.wav",
+             "self.wav": tmp_path / "self.wav"}
+    for name, target in links.items():
+        (tmp_path / name).symlink_to(target)
+    refused = ["/dev/null", "/dev/zero", tmp_path / "pipe.wav", tmp_path / "zero.wav", tmp_path / "broken.wav",
+               tmp_path / "self.wav"]
+    with deadline(60, "predict.main on special files"):  # opening any of them would block or never end
+        code, out, err = run_main(capsys, "--runs", tmp_path / "runs", "--jsonl", tmp_path / "link.wav", *refused)
+    assert code == 1 and [json.loads(line)["file"] for line in out.splitlines()] == [str(tmp_path / "link.wav")]
+    lines = error_lines(err)
+    assert len(lines) == len(refused) and "Traceback" not in err
+    for path, line in zip(refused, lines):
+        assert line.startswith(f"predict: {path}: ") and ("not a regular file" in line or "not found" in line), line
+
+
+class Payload:
+    """Pickles as a call that leaves a marker file: loading it must not make the call."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return shutil.copy, (__file__, str(self.marker))
+
+
+def test_model_files_never_run_code(trained, tmp_path, capsys):
+    marker = tmp_path / "code_ran"
+    run_dir = fake_run(tmp_path / "torch", state={"weight": Payload(marker)})
+    clip = tone(tmp_path / "a.wav", 2.0)
+    _one_line_exit_2(capsys, tmp_path / "torch", clip, "model.pt", "not a readable state dict")
+    shutil.copytree(trained[1], tmp_path / "svm")
+    path = next((tmp_path / "svm").glob("*/svm/*/svm.npz"))
+    with np.load(path) as z:
+        params = dict(z)
+    np.savez(path, **{**params, "gamma": np.array([Payload(marker)], dtype=object)})
+    _one_line_exit_2(capsys, tmp_path / "svm", clip, "svm.npz", "unreadable")
+    assert not marker.exists() and run_dir.is_dir()
+    np.savez(path, **{**params, "dual_coef": params["dual_coef"].astype(str)})
+    _one_line_exit_2(capsys, tmp_path / "svm", clip, "svm.npz", "wrong type")
