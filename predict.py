@@ -91,19 +91,23 @@ def _complete_runs(folder: Path) -> list:
 
 
 def _config(run_dir: Path) -> dict:
-    """``config.json`` of a run; UsageError naming the file when it is unreadable or incomplete."""
-    path = run_dir / "config.json"
-    if not (run_dir / "COMPLETE").is_file():
-        raise UsageError(f"{run_dir}: not a complete run folder (no COMPLETE)")
+    """``config.json`` of a run whose files pass ``verify_run`` (checksums, model weights included);
+    UsageError naming the damaged file and the command that repairs it."""
+    from models.runfiles import RunError, verify_run
+
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise UsageError(f"{path}: unreadable ({' '.join(str(err).split())})") from None
+        checked = verify_run(run_dir)
+    except RunError as err:
+        raise UsageError(str(err)) from None
+    if checked.checksums is None:
+        print(f"predict: note: {run_dir} has no checksums (made before they were recorded); "
+              f"read unverified", file=sys.stderr)
     keys = ("model", "classes", "features", "hparams")
-    missing = [k for k in keys if not isinstance(config, dict) or k not in config]
+    missing = [k for k in keys if k not in checked.config]
     if missing:
-        raise UsageError(f"{path}: no {', '.join(missing)} (written by an older models/train.py?); retrain the run")
-    return config
+        raise UsageError(f"{run_dir / 'config.json'}: no {', '.join(missing)} (written by an older "
+                         f"models/train.py?); retrain the run")
+    return checked.config
 
 
 def _newest(runs: list) -> Path:

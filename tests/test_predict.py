@@ -358,8 +358,13 @@ def test_model_files_never_run_code(trained, tmp_path, capsys):
     path = next((tmp_path / "svm").glob("*/svm/*/svm.npz"))
     with np.load(path) as z:
         params = dict(z)
+    from models.runfiles import seal
+
+    # re-sealed, so the checksums pass and the loader itself must refuse
     np.savez(path, **{**params, "gamma": np.array([Payload(marker)], dtype=object)})
+    seal(path.parent)
     _one_line_exit_2(capsys, tmp_path / "svm", clip, "svm.npz", "unreadable")
     assert not marker.exists() and run_dir.is_dir()
     np.savez(path, **{**params, "dual_coef": params["dual_coef"].astype(str)})
+    seal(path.parent)
     _one_line_exit_2(capsys, tmp_path / "svm", clip, "svm.npz", "wrong type")
