@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from features import atomic_write  # noqa: E402
 SCRIPTS = ("bench_mel.py", "bench_features.py", "bench_train.py", "bench_predict.py", "bench_pool.py")
 
 
@@ -36,6 +39,16 @@ def versions() -> str:
     return ", ".join(out)
 
 
+def merge_sections(path: Path, new: list) -> list:
+    """The sections of the existing results file, each replaced by the new one of the same ``## `` title,
+    plus the new ones it lacks: ``--only`` reruns refresh their sections and keep the others."""
+    title = lambda section: section.split("\n", 1)[0]  # noqa: E731
+    fresh = {title(s): s for s in new}
+    old = path.read_text().split("\n## ")[1:] if path.exists() else []
+    kept = [fresh.pop(title("## " + s), "## " + s.rstrip()) for s in old]
+    return kept + list(fresh.values())
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="fewer repeats and clips")
@@ -51,17 +64,18 @@ def main(argv=None) -> int:
         if r.returncode:
             failed.append(name)
         sections.append(r.stdout.strip())
-    header = (f"# Benchmark results\n\nWritten by `make bench` (`python bench/run.py"
-              f"{' --quick' if args.quick else ''}`) on {datetime.date.today().isoformat()}.\n\n"
+    date = datetime.date.today().isoformat()
+    command = f"python bench/run.py{' --quick' if args.quick else ''}{' --only ' + args.only if args.only else ''}"
+    header = (f"# Benchmark results\n\nSections written by `make bench` (`python bench/run.py`); each section "
+              f"says when it was last measured (the latest: `{command}` on {date}).\n\n"
               f"- Machine: {machine()}\n- Versions: {versions()}\n"
               "- Shared 2-core machine: compare the ratios within one run, not absolute times across runs.\n")
-    text = "\n\n".join([header] + [s for s in sections if s]) + "\n"
+    dated = [f"{s}\n\n(Measured {date} by `{command}`.)" for s in sections if s]
+    text = "\n\n".join([header] + merge_sections(Path(args.out), dated)) + "\n"
     if failed:
         print(f"bench: {', '.join(failed)} failed; {args.out} not written", file=sys.stderr)
         return 1
-    tmp = Path(args.out).with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, args.out)
+    atomic_write(args.out, lambda f: f.write(text.encode()))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
