@@ -1,8 +1,10 @@
-"""Train and test the report's five models: ``python run_all.py [options]``.
+"""Train and test the report's five models and ``best``: ``python run_all.py [options]``.
 
-Builds the feature cache when missing or stale (``features.cache.ensure_features``; without GTZAN it
-falls back to the synthetic genre set), then trains each model with ``models.train.run`` and prints one
-line per epoch and a final table beside the report's figures. Each run is a folder
+Brings the feature cache up to date for the arrays the chosen models read
+(``features.cache.ensure_features``; with no data named and none found it falls back to the synthetic
+genre set, loudly), then trains each model with ``models.train.run`` on its split (``--split``, or
+``--folds K``; ``best`` without either: ``r80``, then ``all`` for ``predict.py``) and prints one line
+per epoch and a final table beside the report's figures. Each run is a folder
 ``<runs>/<data>/<model>/<split>-<preset>-seed<k>/``; a complete run is skipped, an interrupted one resumes.
 
 Presets
@@ -21,6 +23,7 @@ quick   the default on a CPU: the same five models on the same full-size inputs 
             lstm       <= 6 epochs on 800                         ~4.2 min  (41 s per epoch)
             svm        one fit on 800 (the report's protocol)     ~0.1 min  (4 s)
             total                                                 ~21 min   (budget: 30 min)
+            best       40 epochs on 800, then on all 1000         see models/best.py and the README
 
 tiny    for tests: 2 epochs, small batches.
 """
