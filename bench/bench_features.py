@@ -6,7 +6,6 @@ and reports compute (decode, mel, images) and write time separately, as the mani
 """
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -14,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from features import cache, dataset, synth  # noqa: E402
+from features import cache, dataset, synth, usable_cpus  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -33,7 +32,7 @@ def main(argv=None) -> int:
         else:
             what = f"`{root}`"
         rows = []
-        for jobs in ([os.cpu_count()] if args.quick else [1, os.cpu_count()]):
+        for jobs in ([usable_cpus()] if args.quick else [1, usable_cpus()]):
             c = cache.open_cache(cache.build_cache(root, tmp / f"cache{jobs}", jobs=jobs, progress=False))
             t, n = c.manifest["timings"], c.manifest["n"]
             compute = t["decode"] + t["mel"] + t["images"]

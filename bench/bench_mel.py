@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from features import mel  # noqa: E402
+from features import mel, usable_cpus  # noqa: E402
 from features.mel import mel_db, mel_filterbank  # noqa: E402
 
 SAMPLE_DIR = REPO.parent / "shared" / "data" / "gtzan_sample"
@@ -252,7 +252,7 @@ def main():
     print(f"- first mel_db call in this process (numba compile or cache load): {compile_s:.2f} s.")
     print("- audioFlux: `mel_spectrogram(num=128, radix2_exp=11, slide_length=512)` + "
           "`power_to_db`; uncentred frames (1288 per clip), so not compared with librosa.")
-    print(f"- load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; other "
+    print(f"- load average at the end: {os.getloadavg()[0]:.1f} on {usable_cpus()} cores; other "
           "processes may share them, so compare ratios within one run, not across runs.")
 
 

@@ -8,7 +8,6 @@ and the SVM's fit on a precomputed Gram matrix against scikit-learn's own RBF ke
 """
 
 import argparse
-import os
 import resource
 import sys
 import time
@@ -19,6 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from features import usable_cpus  # noqa: E402
 from models import svm, train  # noqa: E402
 
 TORCH_MODELS = ("cnn1d_raw", "cnn1d_mel", "cnn2d", "lstm")
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="batches of 4 clips, 1 timed step, SVM on 200 clips")
     args = p.parse_args(argv)
-    threads = len(os.sched_getaffinity(0))
+    threads = usable_cpus()
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
     rng = np.random.default_rng(0)
