@@ -66,6 +66,7 @@ import numpy as np
 
 from features.dataset import AUDIO_EXTENSIONS
 from models.hparams import RUN_DIR_RE
+from models.runfiles import RunError, repair_command, verify_run
 
 TRAIN_HINT = "python run_all.py --models best"
 CONVERT_HINT = "convert it to .wav or .flac first, e.g. `ffmpeg -i IN OUT.wav`"
@@ -93,8 +94,6 @@ def _complete_runs(folder: Path) -> list:
 def _config(run_dir: Path) -> dict:
     """``config.json`` of a run whose files pass ``verify_run`` (checksums, model weights included);
     UsageError naming the damaged file and the command that repairs it."""
-    from models.runfiles import RunError, verify_run
-
     try:
         checked = verify_run(run_dir)
     except RunError as err:
@@ -160,27 +159,20 @@ def choose_runs(runs_root: Path, model: str = None, data: str = None, ensemble: 
 
 # ------------------------------------------------------------------------------------------ loading runs
 
-def _retrain_command(config: dict) -> str:
-    data_root = (config.get("data") or {}).get("data_root")
-    return (f"python run_all.py --models {config['model']} --split {config.get('split')} "
-            f"--preset {config.get('preset')} --seed {config.get('seed')}"
-            + (f" --data {data_root}" if data_root else ""))
-
-
 def _check_features(run_dir: Path, config: dict) -> None:
     """Refuse a run trained on features this code does not compute (another fingerprint)."""
-    from features.cache import FeatureConfig, fingerprint
+    from features.cache import FeatureConfig, code_fingerprint
 
     settings = dict(config["features"])
     view, recorded = settings.pop("view", None), settings.pop("fingerprint", None)
     settings.pop("wave_scale", None)
     try:
-        current = fingerprint(view, FeatureConfig(**settings), rows="", classes=())
+        current = code_fingerprint(view, FeatureConfig(**settings))
     except TypeError:  # settings this code does not know
         current = None
     if recorded != current:
         raise UsageError(f"{run_dir}: trained on features this code no longer computes (fingerprint "
-                         f"{recorded}, now {current}); retrain it: `{_retrain_command(config)}`")
+                         f"{recorded}, now {current}); retrain it: `{repair_command(run_dir, config, force=False)}`")
 
 
 def _model_module(run_dir: Path, name):
@@ -226,12 +218,12 @@ def _svm_scorer(run_dir: Path, config: dict, module):
         params = module.load(path)  # np.load without pickles: no code runs
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise UsageError(f"{path}: unreadable ({' '.join(str(err).split())}); retrain: "
-                         f"`{_retrain_command(config)} --force`") from None
+                         f"`{repair_command(run_dir, config)}`") from None
     view = config["features"]["view"]
     width, height = images.VIEWS.get(str(view)[3:], (0, 0))
     problem = _svm_problem(params, len(config["classes"]), width * height * 3)
     if problem:
-        raise UsageError(f"{path}: {problem}, not a model of this run; retrain: `{_retrain_command(config)} --force`")
+        raise UsageError(f"{path}: {problem}, not a model of this run; retrain: `{repair_command(run_dir, config)}`")
     return lambda features: (module.decision_scores(params, features.view(view)[None])[0], 1.0)
 
 
@@ -262,7 +254,7 @@ def _torch_scorer(run_dir: Path, config: dict, module):
     import torch
 
     path, n_classes = run_dir / "model.pt", len(config["classes"])
-    hint = f"retrain: `{_retrain_command(config)} --force`"
+    hint = f"retrain: `{repair_command(run_dir, config)}`"
     try:
         with warnings.catch_warnings():  # torch warns about odd pickles in several lines; one line says it
             warnings.simplefilter("ignore")
@@ -327,7 +319,9 @@ class Features:
     @property
     def n_frames(self) -> int:
         """Frames of ``mel_db`` that hold audio, as the training loop counts them."""
-        return min(1 + self.valid // self.s["hop_length"], self.mel_db.shape[1])
+        from features import mel
+
+        return min(mel.n_frames(self.valid, self.s["n_fft"], self.s["hop_length"]), self.mel_db.shape[1])
 
     def view(self, name: str) -> np.ndarray:
         """The cache array ``name`` (``wave``, ``mel_db``, ``img400``, ...) of this window."""

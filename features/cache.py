@@ -348,6 +348,13 @@ def verify_cache(cache_dir) -> list:
     return problems + [p for n in c.manifest["arrays"] if n != "labels" and (p := _array_problem(c, n))]
 
 
+def code_fingerprint(name: str, config: FeatureConfig) -> str:
+    """Fingerprint of array ``name`` without its rows: the settings and code versions alone, the same
+    for any data. A run records it for its model's input; ``predict.py`` refuses a run whose value
+    differs from this code's."""
+    return fingerprint(name, config, rows="", classes=())
+
+
 def data_name(root: Path) -> str:
     """Name of a dataset folder for cache and run paths: the archive's own folders read as ``gtzan``."""
     root = Path(root).resolve()
@@ -615,6 +622,7 @@ def build_cache(root, cache_dir, config: FeatureConfig = FeatureConfig(), jobs: 
     """
     root, cache_dir = Path(root), Path(cache_dir)
     tracks, classes = _tracks_and_classes(root)
+    identity = data_identity(tracks)  # before decoding: a file edited meanwhile makes the next run rebuild
     jobs = _set_threads(jobs)
     names = _with_rows(arrays)
     wave_dtype = np.int16 if config.sr == audio.SR and _all_pcm16(tracks, config.sr) else np.float32
@@ -635,8 +643,8 @@ def build_cache(root, cache_dir, config: FeatureConfig = FeatureConfig(), jobs: 
         done.timings["write"] += time.perf_counter() - t0
         manifest = {
             "format": FORMAT, "data_name": cache_dir.name, "data_root": str(root.resolve()),
-            "data_identity": data_identity(tracks),
-            "rows_fingerprint": rows_fingerprint(config, data_identity(tracks)),
+            "data_identity": identity,
+            "rows_fingerprint": rows_fingerprint(config, identity),
             "classes": list(classes), "n": len(done.kept), "n_skipped": len(tracks) - len(done.kept),
             "config": dataclasses.asdict(config),
             "wave": {"dtype": np.dtype(wave_dtype).name, "scale": 2.0 ** -15 if wave_dtype == np.int16 else 1.0},

@@ -67,8 +67,8 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import torch  # noqa: E402  (after the environment variable above)
 
-from features import atomic_write, remove_orphans, usable_cpus  # noqa: E402
-from features.cache import FeatureConfig, fingerprint, open_cache  # noqa: E402
+from features import atomic_write, mel, remove_orphans, usable_cpus  # noqa: E402
+from features.cache import FeatureConfig, code_fingerprint, open_cache  # noqa: E402
 from features.dataset import track_id  # noqa: E402
 
 from . import REPORTED, RUN_NAMES, top_k_accuracy  # noqa: E402
@@ -463,7 +463,8 @@ def _train_torch(module, hp, data, split: Split, run_dir, identity, seed, device
     scale = data.manifest.get(hp.view, {}).get("scale") if arr.dtype.kind == "i" else None
     n_frames = None
     if hp.view == "mel_db":
-        n_frames = np.minimum(1 + data.array("lengths") // data.manifest["config"]["hop_length"], arr.shape[2])
+        c = data.manifest["config"]  # the frames that hold audio: those of the clip's true length
+        n_frames = np.minimum(mel.n_frames(data.array("lengths"), c["n_fft"], c["hop_length"]), arr.shape[2])
     feed = Feed(module, hp, arr, scale, data.labels, n_frames, len(data.classes), device)
     ckpt = _Resume(run_dir / "checkpoint.pt", identity, log, label)
     # no validation part: the test accuracy per epoch is recorded for the curves figure, never used
@@ -705,7 +706,7 @@ def feature_settings(view: str, manifest: dict) -> dict:
     data-independent fingerprint of ``view`` (the code versions and settings, no rows)."""
     config = FeatureConfig(**manifest["config"])
     return {**manifest["config"], "view": view, "wave_scale": manifest["wave"]["scale"],
-            "fingerprint": fingerprint(view, config, rows="", classes=())}
+            "fingerprint": code_fingerprint(view, config)}
 
 
 def _input_hash(fingerprints: dict) -> str:

@@ -1,5 +1,4 @@
 """What the cache rebuilds, and which runs retrain, for each kind of change; clips of any length."""
-import json
 import shutil
 
 import numpy as np

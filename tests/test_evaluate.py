@@ -14,7 +14,6 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import classification_report, top_k_accuracy_score
 
 import evaluate
-from models import REPORTED
 
 GENRES = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
 THREE = ["drone", "field_rec", "spoken"]

@@ -10,19 +10,16 @@ named, so a failure reproduces from its seed and index alone.
 import collections
 import json
 import re
-import signal
 import warnings
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 import predict
-from features import audio, synth
+from features import audio
 from features.audio import AudioError
-from features.cache import ensure_features
-from models import train
+from helpers import deadline
 
 SEED = 20240601
 N_CASES = 300
@@ -31,25 +28,6 @@ HEADER = 64  # bytes counted as the header: every format here keeps its rate, ch
 FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "au": ("AU", "PCM_16"), "ogg": ("OGG", "VORBIS")}
 # 4-byte values that header fields (sizes, frame counts, rates) handle worst
 EXTREMES = [b"\xff\xff\xff\xff", b"\x7f\xff\xff\xff", b"\x00\x00\x00\x80", b"\x00\x00\x00\x00", b"\x01\x00\x00\x00"]
-
-
-class Deadline(Exception):
-    """A case ran past its time."""
-
-
-@contextmanager
-def deadline(seconds: float, what: str):
-    """Raise Deadline in the main thread after ``seconds``, so a hanging decode fails instead of stalling."""
-    def expire(signum, frame):
-        raise Deadline(f"{what}: still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def originals(tmp_path, rng) -> dict:
@@ -130,14 +108,9 @@ def test_damaged_files_decode_or_fail_in_one_line(cases):
 
 
 @pytest.fixture(scope="module")
-def svm_run(tmp_path_factory):
-    """A tiny SVM run trained on the synthetic set (3 clips of 3 s per genre)."""
-    tmp = tmp_path_factory.mktemp("svm")
-    data = synth.write_dataset(tmp / "synthetic", n_per_class=3, duration=3.0)
-    cache_dir = ensure_features(data, cache_root=tmp / "cache", arrays=("labels", "lengths", "img360x120"),
-                                progress=False)
-    train.run("svm", cache_dir, runs_root=tmp / "runs", split="all", preset="tiny", log=lambda line: None)
-    return next((tmp / "runs").glob("synthetic/svm/*"))
+def svm_run(trained):
+    """The shared tiny SVM run (conftest's ``trained``)."""
+    return next(trained[1].glob("synthetic/svm/*"))
 
 
 def test_damaged_files_through_predict(cases, svm_run, capsys):

@@ -15,23 +15,12 @@ import torch
 import models
 import predict
 from features import synth
-from features.cache import FeatureConfig, ensure_features, fingerprint
+from features.cache import FeatureConfig, code_fingerprint
 from models import train
-from test_fuzz import deadline
+from helpers import deadline
 
 SR = 22050
 GENRES = list(synth.GENRES)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A synthetic data set (3 clips of 5 s per genre) and an SVM trained on all of it."""
-    tmp = tmp_path_factory.mktemp("trained")
-    data = synth.write_dataset(tmp / "synthetic", n_per_class=3, duration=5.0)
-    cache_dir = ensure_features(data, cache_root=tmp / "cache", arrays=("labels", "lengths", "img360x120"),
-                                progress=False)
-    train.run("svm", cache_dir, runs_root=tmp / "runs", split="all", preset="tiny", log=lambda line: None)
-    return data, tmp / "runs"
 
 
 def fake_run(runs_root, model="cnn1d_mel", split="all", seed=0, data="mine", classes=GENRES, state=None):
@@ -45,7 +34,7 @@ def fake_run(runs_root, model="cnn1d_mel", split="all", seed=0, data="mine", cla
     torch.save(net.state_dict() if state is None else state, run_dir / "model.pt")
     config = {"model": model, "split": split, "preset": "tiny", "seed": seed, "hparams": hp, "classes": list(classes),
               "features": {**dataclasses.asdict(FeatureConfig()), "view": hp["view"], "wave_scale": 2.0 ** -15,
-                           "fingerprint": fingerprint(hp["view"], FeatureConfig(), rows="", classes=())},
+                           "fingerprint": code_fingerprint(hp["view"], FeatureConfig())},
               "data": {"data_name": data, "synthetic": data == "synthetic"},
               "finished": f"2024-01-0{seed + 1}T00:00:00"}
     (run_dir / "config.json").write_text(json.dumps(config))
