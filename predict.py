@@ -15,8 +15,14 @@ run of any model. ``--ensemble`` averages every complete run of the model instea
 ``--run DIR`` names one run folder; ``--runs DIR`` is the root (default ``runs/``) and ``--data NAME``
 chooses its data set when it holds several. A run folder is all prediction needs: its
 ``config.json`` (classes, feature settings and their fingerprint, model settings) and its weights
-(``model.pt``, read with ``torch.load(weights_only=True)``, which runs no code; or ``svm.npz``). A run
-whose feature fingerprint differs from this code's is refused with the command that retrains it.
+(``model.pt``, read with ``torch.load(weights_only=True)``, which runs no code; or ``svm.npz`` or
+``head.npz``, read without pickles), plus, for ``best``, the pretrained musicnn weights of the
+installed ``musicnn`` package. A run whose feature fingerprint differs from this code's (other
+feature settings, or other musicnn weights) is refused with the command that retrains it.
+
+``--tags`` prints musicnn's own 50 Million Song Dataset tags instead (``rock``, ``female vocalists``,
+``80s``, ...: the mean of each tag's probability over the file's 3-s patches; the tags are independent
+sigmoids and do not sum to 1). It needs no trained run.
 
 Windows
 -------
@@ -28,10 +34,13 @@ memory) into the run's rate and cut into consecutive windows of the run's durati
   window that ends at the file's end (overlapping the one before, so no window of a long file holds
   padding); a shorter rest is dropped, as the cache keeps the first 30 s of GTZAN's 30.37-s clips.
   The file's log-probabilities are the mean over its windows, renormalised (SVM: mean scores);
-- a model with ``clip_log_probs`` (``models/best.py``) scores the dB mel of each consecutive 30-s block
-  with its true valid frame count (a last block of at least 1 s is zero-padded, its padding not
+- a model with ``clip_log_probs`` (``models/patchcnn.py``) scores the dB mel of each consecutive 30-s
+  block with its true valid frame count (a last block of at least 1 s is zero-padded, its padding not
   counted), and the blocks are averaged weighted by their valid frames, so the result is the mean
-  over the file's patches up to the rounding at block ends.
+  over the file's patches up to the rounding at block ends;
+- ``best`` (``models/best.py``) cuts the audio of each consecutive 30-s block (its padding left out)
+  into musicnn's 3-s patches, as the cache does, and scores the mean of their backbone features; the
+  blocks are averaged weighted by their patch counts.
 
 ``--ensemble`` averages the runs' file-level log-probabilities (SVM: scores) and renormalises. Files
 shorter than 1 s are refused.
@@ -64,6 +73,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from features import backbone
 from features.dataset import AUDIO_EXTENSIONS
 from models.hparams import RUN_DIR_RE
 from models.runfiles import RunError, repair_command, verify_run
@@ -166,13 +176,25 @@ def _check_features(run_dir: Path, config: dict) -> None:
     settings = dict(config["features"])
     view, recorded = settings.pop("view", None), settings.pop("fingerprint", None)
     settings.pop("wave_scale", None)
+    settings.pop("network", None)
+    network = pretrained().identity if view == backbone.NAME else None
     try:
-        current = code_fingerprint(view, FeatureConfig(**settings))
+        current = code_fingerprint(view, FeatureConfig(**settings), network)
     except TypeError:  # settings this code does not know
         current = None
     if recorded != current:
         raise UsageError(f"{run_dir}: trained on features this code no longer computes (fingerprint "
                          f"{recorded}, now {current}); retrain it: `{repair_command(run_dir, config, force=False)}`")
+
+
+def pretrained():
+    """The musicnn network as an ``Embedder`` (one per process); UsageError saying how to install it."""
+    from models import musicnn
+
+    try:
+        return musicnn.embedder()
+    except musicnn.BackboneMissing as err:
+        raise UsageError(str(err)) from None
 
 
 def _model_module(run_dir: Path, name):
@@ -207,6 +229,8 @@ def load_member(run_dir: Path, runs_root: Path) -> Member:
         name = "/".join(run_dir.resolve().parts[-3:])
     if hasattr(module, "decision_scores"):
         return Member(name, config, "score", _svm_scorer(run_dir, config, module))
+    if config["features"].get("view") == backbone.NAME:
+        return Member(name, config, "probability", _head_scorer(run_dir, config, module))
     return Member(name, config, "probability", _torch_scorer(run_dir, config, module))
 
 
@@ -225,6 +249,26 @@ def _svm_scorer(run_dir: Path, config: dict, module):
     if problem:
         raise UsageError(f"{path}: {problem}, not a model of this run; retrain: `{repair_command(run_dir, config)}`")
     return lambda features: (module.decision_scores(params, features.view(view)[None])[0], 1.0)
+
+
+def _head_scorer(run_dir: Path, config: dict, module):
+    """A head on the backbone's features (``models/best.py``): the mean of a window's patch features,
+    weighted by its patch count when windows are averaged."""
+    path, embedder = run_dir / "head.npz", pretrained()
+    try:
+        params = module.load(path)  # np.load without pickles: no code runs
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise UsageError(f"{path}: unreadable ({' '.join(str(err).split())}); retrain: "
+                         f"`{repair_command(run_dir, config)}`") from None
+    problem = module.params_problem(params, len(config["classes"]), embedder.n_features)
+    if problem:
+        raise UsageError(f"{path}: {problem}, not a model of this run; retrain: `{repair_command(run_dir, config)}`")
+
+    def score(features):
+        x = features.embedding(embedder)
+        return module.log_probs(params, x[None], np.array([len(x)]))[0], float(len(x))
+
+    return score
 
 
 def _svm_problem(params: dict, n_classes: int, n_values: int):
@@ -307,6 +351,13 @@ class Features:
 
     def __init__(self, y: np.ndarray, valid: int, settings: dict):
         self.y, self.valid, self.s = y, valid, settings
+        self._embedded = {}
+
+    def embedding(self, embedder) -> np.ndarray:
+        """(P, n_features) float32: ``embedder`` on the patches of the window's audio (not its padding)."""
+        if embedder.name not in self._embedded:
+            self._embedded[embedder.name] = embedder.embed(backbone.patches(self.y[:self.valid], self.s["sr"]))
+        return self._embedded[embedder.name]
 
     @cached_property
     def mel_db(self) -> np.ndarray:
@@ -379,6 +430,8 @@ class Result(NamedTuple):
 class Predictor:
     """Runs of one model that share classes and feature settings, averaged."""
 
+    item = "genre"
+
     def __init__(self, members: list):
         first = members[0].config
         for m in members[1:]:
@@ -387,7 +440,9 @@ class Predictor:
                     raise UsageError(f"{m.name} and {members[0].name} differ in their {key}; cannot average them")
         self.members, self.classes, self.settings = members, first["classes"], first["features"]
         self.kind = members[0].kind
-        self.per_block = hasattr(importlib.import_module(f"models.{first['model']}"), "clip_log_probs")
+        module = importlib.import_module(f"models.{first['model']}")
+        self.per_block = hasattr(module, "clip_log_probs") or first["features"].get("view") == backbone.NAME
+        self.names = [m.name for m in members]
 
     def classify(self, path: Path) -> Result:
         """Scores of one file; AudioError, FileError or ValueError (one line) when it cannot be used."""
@@ -411,6 +466,34 @@ class Predictor:
             return Result(means.mean(axis=0), windows.samples / sr)
         per_run = [_log_softmax(m) for m in means]
         return Result(np.exp(_log_softmax(np.mean(per_run, axis=0))), windows.samples / sr)
+
+
+class Tagger:
+    """musicnn's own 50 Million Song Dataset tags (``--tags``): the mean of its tag probabilities over
+    every 3-s patch of a file (each an independent sigmoid, so they do not sum to 1). No run is read."""
+
+    kind, item = "probability", "tag"
+
+    def __init__(self):
+        from models import musicnn
+
+        pretrained()  # the one-line install hint when the weights are missing
+        self.musicnn, self.classes, self.names = musicnn, list(musicnn.MSD_TAGS), ["musicnn MSD_musicnn"]
+
+    def classify(self, path: Path) -> Result:
+        """Tag probabilities of one file; AudioError, FileError or ValueError (one line) when unusable."""
+        from features import audio
+        from features.cache import MIN_SECONDS
+
+        sr = backbone.SR
+        windows = Windows(audio.stream(path, sr), 30 * sr, round(MIN_SECONDS * sr), align_end=False)
+        total, count = np.zeros(len(self.classes)), 0
+        for y, valid in windows:
+            tags = self.musicnn.taggram(backbone.patches(y[:valid], sr))
+            total, count = total + tags.sum(0), count + len(tags)
+        if not count:
+            raise FileError(f"{windows.samples / sr:.2f} s long, under the {MIN_SECONDS:g}-s minimum")
+        return Result(total / count, windows.samples / sr)
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -474,16 +557,16 @@ def display(text) -> str:
 class Output:
     """Writes each file's result in the chosen format (text, ``json`` or ``jsonl``)."""
 
-    def __init__(self, fmt: str, top: int, predictor: Predictor, say):
+    def __init__(self, fmt: str, top: int, predictor, say):
         self.fmt, self.predictor, self.say, self.done = fmt, predictor, say, []
         self.top = max(1, min(top, len(predictor.classes)))
-        names = [m.name for m in predictor.members]
+        names = predictor.names
         self.model = names[0] if len(names) == 1 else names
 
     def add(self, path: Path, result: Result) -> None:
         order = np.argsort(-result.values, kind="stable")[:self.top]
-        key = self.predictor.kind
-        top = [{"genre": self.predictor.classes[i], key: round(float(result.values[i]), 6)} for i in order]
+        key, item = self.predictor.kind, self.predictor.item
+        top = [{item: self.predictor.classes[i], key: round(float(result.values[i]), 6)} for i in order]
         obj = {"file": display(path), "top": top, "model": self.model, "duration_s": round(result.duration_s, 3)}
         if self.fmt == "jsonl":
             self.say(json.dumps(obj), sys.stdout)
@@ -492,7 +575,7 @@ class Output:
         else:
             width = max(len(c) for c in self.predictor.classes)
             label = "score " if key == "score" else ""
-            self.say("\n".join([display(path)] + [f"  {t['genre']:<{width}}  {label}{t[key]:.3f}" for t in top]),
+            self.say("\n".join([display(path)] + [f"  {t[item]:<{width}}  {label}{t[key]:.3f}" for t in top]),
                      sys.stdout)
 
     def close(self) -> None:
@@ -518,25 +601,33 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="exit status: 0 all classified, "
                                 "1 a file failed, 2 usage error or no usable model")
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio file or folder (searched recursively)")
-    p.add_argument("--top", type=int, default=3, metavar="K", help="genres shown per file (default 3)")
+    p.add_argument("--top", type=int, metavar="K", help="genres (tags) shown per file (default 3; 5 with --tags)")
     p.add_argument("--model", metavar="NAME", help="model name (default best, else the newest run)")
     p.add_argument("--run", metavar="DIR", help="one run folder <runs>/<data>/<model>/<split>-<preset>-seed<k>")
     p.add_argument("--runs", default="runs", metavar="DIR", help="run folders root (default runs/)")
     p.add_argument("--data", metavar="NAME", help="data set under --runs, when it holds several")
     p.add_argument("--ensemble", action="store_true", help="average every complete run of the model")
+    p.add_argument("--tags", action="store_true", help="musicnn's 50 Million Song Dataset tags instead of "
+                   "genres (no trained run needed)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", dest="fmt", action="store_const", const="json", help="one JSON list on stdout")
     fmt.add_argument("--jsonl", dest="fmt", action="store_const", const="jsonl",
                      help="one JSON object per line, as each file finishes")
     args = p.parse_args(argv)
-    if args.top < 1:
+    if args.top is not None and args.top < 1:
         p.error("--top must be at least 1")
+    args.top = args.top or (5 if args.tags else 3)
     if args.run and (args.model or args.data or args.ensemble):
         p.error("--run names one run folder: no --model, --data or --ensemble with it")
+    if args.tags and (args.run or args.model or args.data or args.ensemble):
+        p.error("--tags reads no run: no --run, --model, --data or --ensemble with it")
     return args
 
 
-def load_predictor(args) -> Predictor:
+def load_predictor(args):
+    """The Predictor of the chosen runs, or the Tagger for ``--tags``; UsageError when there is none."""
+    if args.tags:
+        return Tagger()
     runs_root = Path(args.runs)
     run_dirs = [Path(args.run)] if args.run else choose_runs(runs_root, args.model, args.data, args.ensemble)
     predictor = Predictor([load_member(d, runs_root) for d in run_dirs])

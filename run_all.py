@@ -32,6 +32,7 @@ import argparse
 import errno
 import sys
 
+from features import backbone
 from features.cache import CacheError, ensure_features
 from features.dataset import DataError
 from models import DEFAULT_MODELS, REPORTED, RUN_NAMES
@@ -45,7 +46,7 @@ WRITE_FIXES = {errno.ENOSPC: "free space on its disk or pass --runs DIR on anoth
                errno.EROFS: "the folder is read-only: pass --runs DIR on a writable disk",
                errno.EACCES: "no permission: make the folder writable or pass --runs DIR",
                errno.EPERM: "no permission: make the folder writable or pass --runs DIR"}
-DEPLOYED = ("best",)  # models that also train the `all` run (what predict.py uses) when no split is given
+DEPLOYED = ("best", "patchcnn")  # models that also train the `all` run (what predict.py uses) when no split is given
 
 
 def _fmt(acc) -> str:
@@ -125,14 +126,34 @@ def parse_args(argv):
     return args
 
 
+def pretrained_embedder(hps: dict, named: bool):
+    """(embedder, models left) for the chosen models: the musicnn network when one of them reads its
+    features. Without its weights those models are dropped with one line, so the others still run;
+    that is an error (None) only when they were named with ``--models``."""
+    if not any(hp.view == backbone.NAME for hp in hps.values()):
+        return None, list(hps)
+    from models import musicnn
+
+    try:
+        return musicnn.embedder(), list(hps)
+    except musicnn.BackboneMissing as err:
+        needing = [m for m, hp in hps.items() if hp.view == backbone.NAME]
+        print(f"{'error' if named else 'note'}: {', '.join(needing)} skipped: {err}", file=sys.stderr, flush=True)
+        return None, (None if named else [m for m in hps if m not in needing])
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     preset = args.preset or default_preset()
     models = [m for m in args.models.split(",") if m]
     try:
         hps = {m: settings(m, preset)[1] for m in models}  # unknown names fail before any feature building
-        arrays = ("labels",) + tuple(a for hp in hps.values() for a in inputs(hp))
-        cache_dir = ensure_features(args.data, args.cache, arrays=arrays, synthetic=args.synthetic, log=print)
+        embedder, models = pretrained_embedder(hps, named=args.models != ",".join(DEFAULT_MODELS))
+        if not models:
+            return 1
+        arrays = ("labels",) + tuple(a for m in models for a in inputs(hps[m]))
+        cache_dir = ensure_features(args.data, args.cache, arrays=arrays, synthetic=args.synthetic, log=print,
+                                    embedder=embedder)
         if preset != "report":
             print(f"preset {preset}: fewer epochs than the report; these numbers are not the report's protocol",
                   flush=True)

@@ -9,6 +9,8 @@
                                       else float32: the 30-s window of each clip, zero-padded
     mel_db.npy      (N, 128, 1292)    float32 dB mel of that window
     img400.npy      (N, 400, 400, 3)  uint8 image views (img360x120, img120: see ``features.images``)
+    musicnn.npy     (N, 10, F)        float32 features of a pretrained backbone per 3-s patch of the
+                                      window (``features.backbone``; zero beyond the clip's patches)
     manifest.json   data identity, the rows' fingerprint, each array's fingerprint, shape and dtype,
                     config, versions, per-file status, timings
 
@@ -22,7 +24,13 @@ the minimum length, and the code versions that decide which files decode (``audi
 ``VERSION``). Each array's fingerprint covers the rows' fingerprint plus exactly the settings and
 code versions that decide its values: ``wave`` and ``lengths`` the rate and window, ``mel_db`` also
 the mel settings and ``mel.VERSION``, an image view also its size and ``images.VERSION``,
-``labels`` the class names. A comment edit or a speed-only rewrite changes none of them.
+``labels`` the class names, an embedding (``musicnn``) the window, ``backbone.VERSION``,
+``mel.VERSION`` and the network's identity (its weights' sha256 and code version). A comment edit or
+a speed-only rewrite changes none of them.
+
+Embeddings. The network that computes an embedding lives in ``models/`` (this layer imports no
+model): a caller that needs one passes it as a ``features.backbone.Embedder`` (``run_all.py`` does
+for ``best``); the array is then built, checked and rebuilt like any other.
 
 When the rows' fingerprint changed (files added, removed or edited) the cache is rebuilt whole in a
 hidden temporary folder that is renamed into place when complete. Otherwise only the arrays that are
@@ -71,7 +79,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import atomic_write, audio, dataset, images, kill_point, mel, remove_orphans, temp_name, usable_cpus
+from . import atomic_write, audio, backbone, dataset, images, kill_point, mel, remove_orphans, temp_name, usable_cpus
 
 FORMAT = 2
 # Version of how this module turns decoded audio into rows (the window rule, the minimum length,
@@ -108,9 +116,10 @@ def view_name(array: str):
     return view if view in images.VIEWS else None
 
 
-def known_arrays() -> tuple:
-    """Every array name a cache can hold."""
-    return ("labels", "lengths", "wave", "mel_db") + tuple(f"img{v}" for v in images.VIEWS)
+def known_arrays(embedder=None) -> tuple:
+    """Every array name a cache can hold (with ``embedder``: its array too)."""
+    own = ("labels", "lengths", "wave", "mel_db") + tuple(f"img{v}" for v in images.VIEWS)
+    return own + ((embedder.name,) if embedder else ())
 
 
 class Cache(NamedTuple):
@@ -291,18 +300,20 @@ def rows_fingerprint(config: FeatureConfig, identity: str) -> str:
                   "audio": audio.VERSION, "cache": VERSION})
 
 
-def fingerprint(name: str, config: FeatureConfig, rows: str, classes) -> str:
+def fingerprint(name: str, config: FeatureConfig, rows: str, classes, embedder=None) -> str:
     """Fingerprint of array ``name``: the rows plus exactly what decides its values.
 
     Parameters
     ----------
     name : str
-        From ``known_arrays()``.
+        From ``known_arrays(embedder)``.
     config : FeatureConfig
     rows : str
         ``rows_fingerprint`` of the cache.
     classes : sequence of str
         The class names (they decide ``labels``).
+    embedder : features.backbone.Embedder or str, optional
+        The network of an embedding array (or its ``identity``); ignored for the other arrays.
 
     Returns
     -------
@@ -319,6 +330,9 @@ def fingerprint(name: str, config: FeatureConfig, rows: str, classes) -> str:
                       n_mels=config.n_mels, fmin=config.fmin, fmax=config.fmax, top_db=config.top_db)
     if view_name(name):
         inputs.update(images=images.VERSION, size=images.VIEWS[view_name(name)])
+    if name not in known_arrays():  # an embedding: its input code, and the network
+        inputs.update(backbone=backbone.VERSION, mel=mel.VERSION,
+                      network=getattr(embedder, "identity", embedder))
     return _hash(inputs)
 
 
@@ -348,11 +362,11 @@ def verify_cache(cache_dir) -> list:
     return problems + [p for n in c.manifest["arrays"] if n != "labels" and (p := _array_problem(c, n))]
 
 
-def code_fingerprint(name: str, config: FeatureConfig) -> str:
-    """Fingerprint of array ``name`` without its rows: the settings and code versions alone, the same
-    for any data. A run records it for its model's input; ``predict.py`` refuses a run whose value
-    differs from this code's."""
-    return fingerprint(name, config, rows="", classes=())
+def code_fingerprint(name: str, config: FeatureConfig, embedder=None) -> str:
+    """Fingerprint of array ``name`` without its rows: the settings and code versions alone (and the
+    network of an embedding), the same for any data. A run records it for its model's input;
+    ``predict.py`` refuses a run whose value differs from this code's."""
+    return fingerprint(name, config, rows="", classes=(), embedder=embedder)
 
 
 def data_name(root: Path) -> str:
@@ -365,7 +379,7 @@ def _note(line: str) -> None:
     print(line, file=sys.stderr)
 
 
-def stale_arrays(cache_dir, names, config: FeatureConfig, tracks, classes, note=_note):
+def stale_arrays(cache_dir, names, config: FeatureConfig, tracks, classes, note=_note, embedder=None):
     """What ``cache_dir`` lacks for ``names``: None when it must be rebuilt whole (no cache, rows not
     current, or manifest, ``files.txt`` or ``labels.npy`` failing a check), else the tuple of arrays
     that are missing, stale or fail a check (empty: the cache is current).
@@ -387,7 +401,7 @@ def stale_arrays(cache_dir, names, config: FeatureConfig, tracks, classes, note=
         return None
     stale = []
     for n in names:
-        if c.manifest["arrays"].get(n, {}).get("fingerprint") != fingerprint(n, config, rows, classes):
+        if c.manifest["arrays"].get(n, {}).get("fingerprint") != fingerprint(n, config, rows, classes, embedder):
             stale.append(n)
         elif problem := _array_problem(c, n):
             note(f"note: {problem}")
@@ -451,12 +465,31 @@ def _decode(track, config: FeatureConfig, wave_dtype):
     return window(y, n_samples, config.sr), len(y), "; ".join(str(w.message) for w in caught) or "ok"
 
 
-def _shapes(config: FeatureConfig, wave_dtype) -> dict:
+def _shapes(config: FeatureConfig, wave_dtype, embedder=None) -> dict:
     """name -> (row shape, dtype) of every known array."""
     n_samples = int(round(config.sr * config.duration))
     out = {"labels": ((), np.int64), "lengths": ((), np.int64), "wave": ((n_samples,), wave_dtype),
            "mel_db": ((config.n_mels, mel.n_frames(n_samples, config.n_fft, config.hop_length)), np.float32)}
     out.update({f"img{v}": ((h, w, 3), np.uint8) for v, (w, h) in images.VIEWS.items()})
+    if embedder:
+        out[embedder.name] = ((int(backbone.n_patches(n_samples, config.sr)), embedder.n_features), np.float32)
+    return out
+
+
+def _embed(embedder, waves, lengths, sr: int, width: int) -> np.ndarray:
+    """(n, width, n_features) float32: the embedding of each clip's patches, zero after its last.
+
+    ``waves`` are the clips' float32 windows, ``lengths`` their true lengths: only the samples of the
+    clip itself are cut into patches (a short clip's padding would make silent patches).
+    """
+    per_clip = [backbone.patches(y[:min(int(n), len(y))], sr) for y, n in zip(waves, lengths)]
+    features = embedder.embed(np.concatenate(per_clip))
+    out = np.zeros((len(waves), width, embedder.n_features), np.float32)
+    start = 0
+    for i, p in enumerate(per_clip):
+        k = min(len(p), width)
+        out[i, :k] = features[start:start + k]
+        start += len(p)
     return out
 
 
@@ -466,19 +499,20 @@ class _Pass(NamedTuple):
     timings: dict
 
 
-def _compute(tracks, names, config, wave_dtype, write, mel_source, jobs, progress, label) -> _Pass:
+def _compute(tracks, names, config, wave_dtype, write, mel_source, jobs, progress, label, embedder=None) -> _Pass:
     """One pass over ``tracks`` computing the arrays ``names``; ``write(rows, {name: values})`` stores them.
 
-    Decodes only when a waveform, a length or a mel must be computed; image views come from
-    ``mel_source`` (a current cached mel, row-aligned with ``tracks``) when it is given.
+    Decodes only when a waveform, a length, a mel or an embedding must be computed; image views come
+    from ``mel_source`` (a current cached mel, row-aligned with ``tracks``) when it is given.
     """
     from tqdm import tqdm
 
     views = tuple(view_name(n) for n in names if view_name(n))
     need_mel = "mel_db" in names or (views and mel_source is None)
-    decode = need_mel or {"wave", "lengths"} & set(names)
+    embed = embedder is not None and embedder.name in names
+    decode = need_mel or embed or {"wave", "lengths"} & set(names)
     status, kept = [], []
-    timings = dict.fromkeys(("decode", "mel", "images", "write"), 0.0)
+    timings = dict.fromkeys(("decode", "mel", "images", "embed", "write"), 0.0)
     bar = tqdm(total=len(tracks), unit="clip", desc=f"features {label}", disable=not progress,
                file=sys.stderr)
     with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
@@ -503,9 +537,10 @@ def _compute(tracks, names, config, wave_dtype, write, mel_source, jobs, progres
                 if decode:
                     wave = np.stack([y for _, y, _ in good])
                     out.update(wave=wave, lengths=np.array([n for _, _, n in good], np.int64))
-                if need_mel:
-                    # int16 k -> k / 32768, exactly as audio.load() decodes 16-bit PCM
+                # int16 k -> k / 32768, exactly as audio.load() decodes 16-bit PCM
+                if need_mel or embed:
                     y = wave * np.float32(2.0 ** -15) if wave_dtype == np.int16 else wave
+                if need_mel:
                     S = out["mel_db"] = mel.mel_db(y, sr=config.sr, n_fft=config.n_fft,
                                                    hop_length=config.hop_length, n_mels=config.n_mels,
                                                    fmin=config.fmin, fmax=config.fmax, top_db=config.top_db)
@@ -516,11 +551,16 @@ def _compute(tracks, names, config, wave_dtype, write, mel_source, jobs, progres
                     made = list(pool.map(lambda s: images.image_views(s, views, config.top_db), S))
                     out.update({f"img{v}": np.stack([m[v] for m in made]) for v in views})
                 t3 = time.perf_counter()
+                if embed:
+                    width = _shapes(config, wave_dtype, embedder)[embedder.name][0][0]
+                    out[embedder.name] = _embed(embedder, y, out["lengths"], config.sr, width)
+                t4 = time.perf_counter()
                 write(rows, {n: out[n] for n in names})
                 kept.extend(t for t, _, _ in good)
                 timings["mel"] += t2 - t1
                 timings["images"] += t3 - t2
-                timings["write"] += time.perf_counter() - t3
+                timings["embed"] += t4 - t3
+                timings["write"] += time.perf_counter() - t4
             bar.update(len(chunk))
     bar.close()
     return _Pass(status, kept, timings)
@@ -550,12 +590,14 @@ def _versions() -> dict:
             "numba": numba.__version__, "soundfile": soundfile.__version__, "pillow": PIL.__version__}
 
 
-def _array_entries(manifest, checksums: dict, config, shapes, n_rows):
+def _array_entries(manifest, checksums: dict, config, shapes, n_rows, embedder=None):
     rows = manifest["rows_fingerprint"]
     for n, crc in checksums.items():
-        manifest["arrays"][n] = {"fingerprint": fingerprint(n, config, rows, manifest["classes"]),
+        manifest["arrays"][n] = {"fingerprint": fingerprint(n, config, rows, manifest["classes"], embedder),
                                  "dtype": np.dtype(shapes[n][1]).name, "shape": [n_rows, *shapes[n][0]],
                                  "checksum": crc}
+        if embedder and n == embedder.name:  # runs record it, so predict.py can check its network
+            manifest["arrays"][n]["network"] = embedder.identity
 
 
 def _write_manifest(folder: Path, manifest: dict) -> None:
@@ -593,7 +635,7 @@ def _finish(out: dict, n_kept: int) -> dict:
 
 
 def build_cache(root, cache_dir, config: FeatureConfig = FeatureConfig(), jobs: int = None,
-                progress: bool = True, arrays=DEFAULT_ARRAYS) -> Path:
+                progress: bool = True, arrays=DEFAULT_ARRAYS, embedder=None) -> Path:
     """Decode every track under ``root`` once and write a whole new cache folder ``cache_dir``.
 
     Parameters
@@ -609,6 +651,8 @@ def build_cache(root, cache_dir, config: FeatureConfig = FeatureConfig(), jobs: 
         Show a tqdm progress bar.
     arrays : sequence of str
         Arrays to build (``labels`` and ``lengths`` always are).
+    embedder : features.backbone.Embedder, optional
+        The network of an embedding array in ``arrays``.
 
     Returns
     -------
@@ -624,16 +668,17 @@ def build_cache(root, cache_dir, config: FeatureConfig = FeatureConfig(), jobs: 
     tracks, classes = _tracks_and_classes(root)
     identity = data_identity(tracks)  # before decoding: a file edited meanwhile makes the next run rebuild
     jobs = _set_threads(jobs)
-    names = _with_rows(arrays)
+    names = _with_rows(arrays, embedder)
     wave_dtype = np.int16 if config.sr == audio.SR and _all_pcm16(tracks, config.sr) else np.float32
-    shapes = _shapes(config, wave_dtype)
+    shapes = _shapes(config, wave_dtype, embedder)
     cache_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(cache_dir, "partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         out = _open_outputs(tmp, names, len(tracks), shapes, "")
-        done = _compute(tracks, names, config, wave_dtype, _writer(out), None, jobs, progress, cache_dir.name)
+        done = _compute(tracks, names, config, wave_dtype, _writer(out), None, jobs, progress, cache_dir.name,
+                        embedder)
         if not done.kept:
             raise dataset.DataError(f"{root}: none of the {len(tracks)} audio files is usable")
         t0 = time.perf_counter()
@@ -653,7 +698,7 @@ def build_cache(root, cache_dir, config: FeatureConfig = FeatureConfig(), jobs: 
             "timings": {k: round(v, 3) for k, v in done.timings.items()},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": done.status,
         }
-        _array_entries(manifest, checksums, config, shapes, len(done.kept))
+        _array_entries(manifest, checksums, config, shapes, len(done.kept), embedder)
         _write_manifest(tmp, manifest)
         old = temp_name(cache_dir, "old")
         if cache_dir.exists():
@@ -667,7 +712,7 @@ def build_cache(root, cache_dir, config: FeatureConfig = FeatureConfig(), jobs: 
 
 
 def add_arrays(root, cache_dir, names, config: FeatureConfig = FeatureConfig(), jobs: int = None,
-               progress: bool = True) -> Path:
+               progress: bool = True, embedder=None) -> Path:
     """Compute the arrays ``names`` for the current rows of ``cache_dir`` and rename each into place.
 
     Raises
@@ -681,7 +726,7 @@ def add_arrays(root, cache_dir, names, config: FeatureConfig = FeatureConfig(), 
     tracks = [by_path[f] for f in c.files]
     jobs = _set_threads(jobs)
     wave_dtype = np.dtype(c.manifest["wave"]["dtype"]).type
-    shapes = _shapes(config, wave_dtype)
+    shapes = _shapes(config, wave_dtype, embedder)
     manifest = {**c.manifest, "classes": list(dataset.classes(root)), "arrays": dict(c.manifest["arrays"])}
     rows = manifest["rows_fingerprint"]
     mel_source = None
@@ -693,14 +738,14 @@ def add_arrays(root, cache_dir, names, config: FeatureConfig = FeatureConfig(), 
     try:
         out = _open_outputs(cache_dir, names, len(tracks), shapes, suffix)
         done = _compute(tracks, names, config, wave_dtype, _writer(out), mel_source, jobs, progress,
-                        cache_dir.name)
+                        cache_dir.name, embedder)
         if len(done.kept) != len(tracks):
             raise CacheError(f"{cache_dir}: a file of the cache no longer decodes; rebuilding it whole")
         checksums = _finish(out, len(tracks))
         for n in names:  # a kill from here until the manifest is written: their checksums catch it
             kill_point(f"{n}.npy@rename")
             os.replace(cache_dir / f"{n}.npy{suffix}", cache_dir / f"{n}.npy")
-        _array_entries(manifest, checksums, config, shapes, len(tracks))
+        _array_entries(manifest, checksums, config, shapes, len(tracks), embedder)
         manifest["timings"] = {k: round(v, 3) for k, v in done.timings.items()}
         _write_manifest(cache_dir, manifest)
     finally:
@@ -725,11 +770,11 @@ def _set_threads(jobs):
     return jobs
 
 
-def _with_rows(arrays) -> tuple:
+def _with_rows(arrays, embedder=None) -> tuple:
     names = tuple(dict.fromkeys(("labels", "lengths") + tuple(arrays)))
-    unknown = [n for n in names if n not in known_arrays()]
+    unknown = [n for n in names if n not in known_arrays(embedder)]
     if unknown:
-        raise CacheError(f"unknown cache array {unknown[0]!r}; choose from {', '.join(known_arrays())}")
+        raise CacheError(f"unknown cache array {unknown[0]!r}; choose from {', '.join(known_arrays(embedder))}")
     return names
 
 
@@ -794,27 +839,27 @@ def locate_data(data=None, synthetic=20):
     return synth.write_dataset(dataset.REPO / "data" / "synthetic", n_per_class=synthetic)
 
 
-def _bring_up_to_date(root, cache_dir: Path, names, force, config, jobs, progress):
+def _bring_up_to_date(root, cache_dir: Path, names, force, config, jobs, progress, embedder):
     """Under the cache's lock, rebuild what is stale or damaged; returns what was (None: everything)."""
     with _lock(cache_dir.with_name(f".{cache_dir.name}.lock")):
         remove_orphans(cache_dir.parent)
         remove_orphans(cache_dir)
         # checked only now, holding the lock: a builder we waited for has usually done the work
         tracks, classes = _tracks_and_classes(root)
-        stale = None if force else stale_arrays(cache_dir, names, config, tracks, classes)
+        stale = None if force else stale_arrays(cache_dir, names, config, tracks, classes, embedder=embedder)
         if stale:
             try:
-                add_arrays(root, cache_dir, stale, config, jobs=jobs, progress=progress)
+                add_arrays(root, cache_dir, stale, config, jobs=jobs, progress=progress, embedder=embedder)
             except CacheError as err:
                 _note(f"note: {err}")
                 stale = None
         if stale is None:
-            build_cache(root, cache_dir, config, jobs=jobs, progress=progress, arrays=names)
+            build_cache(root, cache_dir, config, jobs=jobs, progress=progress, arrays=names, embedder=embedder)
     return stale
 
 
 def ensure_features(data=None, cache_root="cache", force=False, config: FeatureConfig = FeatureConfig(),
-                    arrays=DEFAULT_ARRAYS, synthetic=20, jobs=None, progress=True, log=None) -> Path:
+                    arrays=DEFAULT_ARRAYS, synthetic=20, jobs=None, progress=True, log=None, embedder=None) -> Path:
     """Find the data, bring its cache up to date for ``arrays``, and return the cache folder.
 
     Parameters
@@ -832,6 +877,8 @@ def ensure_features(data=None, cache_root="cache", force=False, config: FeatureC
         ``data/synthetic/`` in the repo, cached as ``synthetic``). None: raise instead.
     log : callable, optional
         Receives one line saying what was built (or that nothing was).
+    embedder : features.backbone.Embedder, optional
+        The network of an embedding array in ``arrays`` (``models.musicnn.embedder()``).
 
     Raises
     ------
@@ -843,9 +890,9 @@ def ensure_features(data=None, cache_root="cache", force=False, config: FeatureC
     """
     root = locate_data(data, synthetic)
     cache_dir = Path(cache_root) / data_name(root)
-    names = _with_rows(arrays)
+    names = _with_rows(arrays, embedder)
     try:
-        stale = _bring_up_to_date(root, cache_dir, names, force, config, jobs, progress)
+        stale = _bring_up_to_date(root, cache_dir, names, force, config, jobs, progress, embedder)
     except OSError as err:  # the builders have removed their temporary files; the old cache is intact
         raise write_error(cache_dir, err) from None
     if log:

@@ -9,7 +9,7 @@ This module imports no torch, so ``evaluate.py`` can use it cheaply.
 import numpy as np
 
 MODELS = ("cnn1d_raw", "cnn1d_mel", "cnn2d", "lstm", "svm")  # the report's five
-RUN_NAMES = MODELS + ("svm400", "best")  # every model file run_all.py can train
+RUN_NAMES = MODELS + ("svm400", "best", "patchcnn")  # every model file run_all.py can train
 DEFAULT_MODELS = MODELS + ("best",)  # what run_all.py trains without --models
 
 REPORTED = {

@@ -2,7 +2,7 @@
 ``predict.py``; torch-free.
 
 A finished run folder's ``COMPLETE``, written last, is a JSON object ``{file name: sha256 hex}`` of every
-file the run wrote (``config.json``, ``history*.csv``, ``model.pt`` or ``svm.npz``, ``predictions.npz``).
+file the run wrote (``config.json``, ``history*.csv``, ``model.pt``, ``svm.npz`` or ``head.npz``, ``predictions.npz``).
 ``verify_run`` checks each listed file against its checksum, that the files the run must have are
 listed, and the structure of ``config.json``. Every problem is a ``RunError``: one line naming the file
 and the ``run_all.py`` command that repairs it.
@@ -25,7 +25,7 @@ from features import atomic_write
 from .hparams import RUN_DIR_RE
 
 # The files a run writes, besides COMPLETE; any other entry of a run folder is none of ours.
-RUN_FILES = ("config.json", "history.csv", "history_final.csv", "model.pt", "svm.npz", "predictions.npz")
+RUN_FILES = ("config.json", "history.csv", "history_final.csv", "model.pt", "svm.npz", "head.npz", "predictions.npz")
 HEX64 = re.compile(r"[0-9a-f]{64}")
 # checkpoint.pt: this magic, the body's sha256 (32 bytes), the body (torch.save's bytes).
 CHECKPOINT_MAGIC = b"gtzan-genre checkpoint 1\n"
@@ -150,7 +150,7 @@ def _read_checksums(run_dir: Path, config) -> dict:
 
 def _required(config: dict, checksums: dict) -> list:
     """The files a finished run of this config must have written."""
-    weights = "svm.npz" if "svm.npz" in checksums else "model.pt"
+    weights = next((w for w in ("svm.npz", "head.npz") if w in checksums), "model.pt")
     required = ["config.json", weights] + (["history.csv"] if weights == "model.pt" else [])
     return required + (["predictions.npz"] if config.get("split") != "all" else [])
 

@@ -67,7 +67,7 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import torch  # noqa: E402  (after the environment variable above)
 
-from features import atomic_write, mel, remove_orphans, usable_cpus  # noqa: E402
+from features import atomic_write, backbone, mel, remove_orphans, usable_cpus  # noqa: E402
 from features.cache import FeatureConfig, code_fingerprint, open_cache  # noqa: E402
 from features.dataset import track_id  # noqa: E402
 
@@ -189,7 +189,7 @@ def settings(name: str, preset: str):
 
 def inputs(hp) -> tuple:
     """The cache arrays a model with settings ``hp`` reads (besides ``labels``)."""
-    return (hp.view, "lengths") if hp.view == "mel_db" else (hp.view,)
+    return (hp.view, "lengths") if hp.view in ("mel_db", backbone.NAME) else (hp.view,)
 
 
 def default_device() -> torch.device:
@@ -499,6 +499,21 @@ def _train_svm(module, hp, data, split: Split, run_dir, log, label) -> tuple:
     return scores, "scores", {"n_support_vectors": int(len(params["support_vectors"]))}
 
 
+def _train_head(module, hp, data, split: Split, run_dir, log, label) -> tuple:
+    """A head fitted on a backbone's cached patch features (``models/best.py``), its C chosen by CV
+    grouped by track inside the training part."""
+    arr = data.array(hp.view)
+    n_patches = backbone.n_patches(data.array("lengths"), data.manifest["config"]["sr"])
+    groups = [track_id(data.files[i]) for i in split.train]
+    t0 = time.perf_counter()
+    params, table = module.fit(arr[split.train], n_patches[split.train], data.labels[split.train], groups, hp,
+                               n_classes=len(data.classes))
+    log(f"{label}: fitted on {len(split.train)} clips, C = {table['chosen']:g} by grouped CV "
+        f"({time.perf_counter() - t0:.1f} s)")
+    module.save(run_dir / "head.npz", params)
+    return module.log_probs(params, arr[split.test], n_patches[split.test]), "log_probs", {"head_cv": table}
+
+
 def run_dir_for(runs_root, data_name: str, model: str, split: str, preset: str, seed: int) -> Path:
     """``<runs_root>/<data_name>/<model>/<split>-<preset>-seed<seed>``."""
     return Path(runs_root) / data_name / model / f"{split}-{preset}-seed{seed}"
@@ -669,6 +684,8 @@ def _train_and_test(module, hp, data, sp: Split, run_dir: Path, identity, seed, 
     t0 = time.perf_counter()
     if isinstance(hp, Hparams):
         scores, key, results = _train_torch(module, hp, data, sp, run_dir, identity, seed, device, log, label)
+    elif hp.view == backbone.NAME:
+        scores, key, results = _train_head(module, hp, data, sp, run_dir, log, label)
     else:
         scores, key, results = _train_svm(module, hp, data, sp, run_dir, log, label)
     top = None
@@ -705,8 +722,9 @@ def feature_settings(view: str, manifest: dict) -> dict:
     """What turns audio into a model's input, for ``predict.py``: the cache's settings and the
     data-independent fingerprint of ``view`` (the code versions and settings, no rows)."""
     config = FeatureConfig(**manifest["config"])
+    network = manifest["arrays"].get(view, {}).get("network")  # an embedding's network, else None
     return {**manifest["config"], "view": view, "wave_scale": manifest["wave"]["scale"],
-            "fingerprint": code_fingerprint(view, config)}
+            "fingerprint": code_fingerprint(view, config, network), **({"network": network} if network else {})}
 
 
 def _input_hash(fingerprints: dict) -> str:
