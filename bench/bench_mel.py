@@ -1,14 +1,17 @@
 """Benchmark of features.mel.mel_db against librosa and a plain numpy/scipy version.
 
-Usage: .venv/bin/python bench/bench_mel.py [--quick]
+Usage: .venv/bin/python bench/bench_mel.py [--quick] [--musicnn-only]
 
 Prints a Markdown section: ms per 30-s clip for librosa, audioFlux (when installed:
 requirements-bench.txt), numpy/scipy, ours on 1 thread and on all cores, their speed-up over
 librosa, the largest dB difference to librosa, and the time split of ours by stage. Every repeat runs
-all methods one after the other, so load from other processes hits them alike.
+all methods one after the other, so load from other processes hits them alike. Then a section on
+musicnn's input (mel_power at 16 kHz, n_fft 512, hop 256, 96 bands, reflect padding, and
+musicnn_input) against librosa; ``--musicnn-only`` prints that section alone.
 Uses the real 30-s clips of ../shared/data/gtzan_sample when present, else synthetic noise.
 """
 import argparse
+import functools
 import os
 import sys
 import time
@@ -25,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from features import mel, usable_cpus  # noqa: E402
-from features.mel import mel_db, mel_filterbank  # noqa: E402
+from features.mel import (MUSICNN_HOP, MUSICNN_N_FFT, MUSICNN_N_MELS, MUSICNN_SR,  # noqa: E402
+                          log_compress, mel_db, mel_filterbank, mel_power, musicnn_input)
 
 SAMPLE_DIR = REPO.parent / "shared" / "data" / "gtzan_sample"
 SR, N_FFT, HOP, N_SAMPLES = 22050, 2048, 512, 661500
@@ -77,7 +81,7 @@ def audioflux_mel_db():
 
 @numba.njit
 def _stage(clips, stage, window, band_start, band_offset, band_weights, out):
-    """One stage of mel._mel_db_blocks alone over every block of every clip (0 framing, 1 FFT,
+    """One stage of mel._mel_blocks alone over every block of every clip (0 framing, 1 FFT,
     2 power, 3 mel, 4 dB, 5 output, 6 the sample check), on one thread, buffers as it has them."""
     block, n_fft = mel.FRAMES_PER_BLOCK, window.shape[0]
     frames = np.zeros((block, n_fft), np.float32)
@@ -155,12 +159,17 @@ def _time_and_ratio(ms, librosa_ms):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 repeats instead of 7")
+    parser.add_argument("--musicnn-only", action="store_true",
+                        help="only the section on musicnn's input")
     args = parser.parse_args()
     repeats = 3 if args.quick else 7
 
     import librosa  # reference only, never imported by the product code
 
     clips, source = load_clips()
+    if args.musicnn_only:
+        musicnn_section(clips, source, repeats)
+        return
     n = len(clips)
     n_cores = numba.config.NUMBA_NUM_THREADS
     fb = mel_filterbank(SR, N_FFT)
@@ -263,6 +272,98 @@ def main():
     print("| stage | ms / clip |")
     print("| --- | ---: |")
     print("\n".join(time_split(clips, repeats)))
+    print()
+    musicnn_section(clips, source, repeats)
+
+
+def _max_relative_diff(ours, reference, range_db=80.0):
+    """Largest ``|ours - reference| / reference`` over each clip's bands within ``range_db`` of its
+    loudest, as a table cell."""
+    loud = reference >= reference.max(axis=(1, 2), keepdims=True) * 10.0 ** (-range_db / 10.0)
+    return f"{float((np.abs(ours - reference)[loud] / reference[loud]).max()):.2e}"
+
+
+def musicnn_section(clips, source, repeats):
+    """Print a Markdown section: musicnn's input from ours and from librosa, 30-s clips at 16 kHz.
+
+    The clips are resampled to 16 kHz (librosa's default soxr_hq) once, outside the timings. Rows
+    time `mel_power` at musicnn's settings against ``librosa.feature.melspectrogram`` with
+    ``pad_mode="reflect"`` (librosa 0.6/0.7's default), then the whole input (`musicnn_input`)
+    against librosa followed by musicnn's float16 cast and ``log10(10000 S + 1)`` in float32.
+    """
+    import librosa
+
+    y16 = np.stack([librosa.resample(y, orig_sr=SR, target_sr=MUSICNN_SR) for y in clips])
+    n, n_cores = len(y16), numba.config.NUMBA_NUM_THREADS
+    settings = dict(sr=MUSICNN_SR, n_fft=MUSICNN_N_FFT, hop_length=MUSICNN_HOP,
+                    n_mels=MUSICNN_N_MELS, pad_mode="reflect")
+
+    def librosa_power():
+        return np.stack([librosa.feature.melspectrogram(y=y, **settings) for y in y16])
+
+    def librosa_input():  # musicnn's extractor.batch_data, with numpy 1.x's float32 arithmetic
+        powers = librosa_power().astype(np.float16).astype(np.float32)
+        return np.log10(np.float32(10000) * powers + 1).transpose(0, 2, 1)
+
+    def ours(fn, threads, batch):
+        numba.set_num_threads(threads)
+        return fn(y16) if batch else np.stack([fn(y) for y in y16])
+
+    power = functools.partial(mel_power, **settings)
+    librosa_power_name = "librosa 0.11 melspectrogram, reflect (1 thread)"
+    librosa_input_name = "librosa + musicnn's log (1 thread)"
+    # name: (function, the librosa row it is compared with)
+    methods = {librosa_power_name: (librosa_power, None)}
+    for threads in (1, n_cores):
+        for batch in (True, False):
+            methods[f"ours mel_power, {threads} thread{'s' * (threads > 1)}, "
+                    f"{'batch' if batch else 'clip by clip'}"] = (
+                functools.partial(ours, power, threads, batch), librosa_power_name)
+    methods[librosa_input_name] = (librosa_input, None)
+    for threads in (1, n_cores):
+        methods[f"ours musicnn_input, {threads} thread{'s' * (threads > 1)}, clip by clip"] = (
+            functools.partial(ours, musicnn_input, threads, False), librosa_input_name)
+    for fn, _ in methods.values():  # numba's compile or cache load, librosa's first-call set-up
+        fn()
+    wall = {name: [] for name in methods}
+    cpu = {name: [] for name in methods}
+    results = {}
+    with threadpool_limits(limits=1, user_api="blas"):
+        for _ in range(repeats):
+            for name, (fn, _) in methods.items():
+                results[name] = timed(fn, n, wall[name], cpu[name])
+    numba.set_num_threads(n_cores)
+    log_ms = []
+    for _ in range(repeats):
+        timed(lambda: [log_compress(S) for S in results["ours mel_power, 1 thread, batch"]], n,
+              [], log_ms)
+
+    print("## musicnn's input (features/mel.py: mel_power, musicnn_input)")
+    print()
+    print(f"{source}, resampled to 16 kHz (480000 samples); 96 mel bands x 1876 frames per clip; "
+          f"{repeats} interleaved repeats.")
+    print()
+    print("| method | wall ms / clip | speed-up (wall) | CPU ms / clip | speed-up (CPU) "
+          "| max diff vs librosa |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, (_, reference) in methods.items():
+        reference = reference or name
+        if name == reference:
+            error = "0"
+        elif "mel_power" in name:
+            error = f"{_max_relative_diff(results[name], results[reference])} (relative)"
+        else:
+            error = f"{float(np.abs(results[name] - results[reference]).max()):.2e}"
+        row = [name, *_time_and_ratio(wall[name], wall[reference])]
+        row += _time_and_ratio(cpu[name], cpu[reference]) if "1 thread" in name else ["", ""]
+        print("| " + " | ".join(row) + f" | {error} |")
+    print(f"| ours log_compress alone (numpy, 1 thread) | | | {np.median(log_ms):.2f} | | |")
+    print()
+    print("Notes:")
+    print("- mel_power rows: speed-up over librosa's melspectrogram, and the largest relative "
+          "difference over bands within 80 dB of their clip's loudest. musicnn_input rows: over "
+          "librosa's melspectrogram followed by musicnn's float16 cast and log10(10000 S + 1) in "
+          "float32, and the largest absolute difference (one float16 step: up to 4.2e-4).")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Log-power mel spectrograms in numba, equal to librosa's to within 1e-3 dB.
+"""Mel spectrograms in numba: librosa's dB mel to within 1e-3 dB, and musicnn's input.
 
 ``mel_db(y)`` computes what
 
@@ -7,6 +7,14 @@
 computes in librosa 0.11 (centred frames with zero padding, periodic Hann window, power 2, Slaney mel
 scale and area norm, ``ref=1.0, amin=1e-10, top_db=80``), for one clip or a batch of clips, with
 ``top_db`` applied per clip. A 30-s GTZAN clip (661500 samples) gives a float32 (128, 1292) array.
+``pad_mode="reflect"`` centres the frames on a signal extended by reflection instead (librosa's
+default before 0.10).
+
+``mel_power(y)`` is the same spectrogram before the dB step, ``librosa.feature.melspectrogram``;
+both run the same kernel. ``musicnn_input(y)`` is the input of the pretrained musicnn taggers
+(Pons & Serra 2019) for 16-kHz audio: ``log_compress`` (``log10(10000 S + 1)`` after a float16
+cast, as musicnn computes it) of ``mel_power`` at ``MUSICNN_*`` settings with reflect padding, what
+librosa 0.6/0.7 computed in 2019, transposed to (n_frames, 96): (1876, 96) for 30 s.
 
 How it is fast (one fused pass per block of frames, all float32):
 
@@ -17,8 +25,8 @@ How it is fast (one fused pass per block of frames, all float32):
   SIMD lane; each FFT bin feeds at most two Slaney triangles, so the mel projection loops only over
   the bins inside each band (about 2 x 1025 products per frame instead of 128 x 1025);
 - the samples are checked (NaN, inf, huge) inside the kernel as each block first reads them;
-- the dB conversion uses a vectorisable logarithm (exponent from the float bits, atanh series in
-  float64 for the mantissa), accurate to about 4e-6 dB;
+- the dB conversion (skipped by ``mel_power``) uses a vectorisable logarithm (exponent from the
+  float bits, atanh series in float64 for the mantissa), accurate to about 4e-6 dB;
 - clips, or blocks of frames of one clip, are spread over ``numba.get_num_threads()`` threads
   (set it with ``numba.set_num_threads``); results do not depend on the thread count. When other
   processes keep the cores busy, numba's default OpenMP layer spins while it waits and many small
@@ -28,7 +36,10 @@ How it is fast (one fused pass per block of frames, all float32):
 The FFT runs in float32 where librosa's runs in float64 (its window is float64). The rounding of a
 float32 FFT is about 1e-7 of a frame's energy, so bands far below their frame's loudest bins carry
 a relative error that grows as they get quieter; on real music and on the test signals the
-difference stays below 1e-3 dB for every band above the ``top_db`` floor (tests/test_mel.py).
+difference stays below 1e-3 dB for every band above the ``top_db`` floor (tests/test_mel.py), and
+``mel_power`` stays within 1e-3 of librosa's, relative to each band, for every band within 80 dB of
+its clip's loudest (measured at musicnn's settings on 408 GTZAN clips: typically 3e-5, at most 6e-4
+in librosa's last frame, which it computes apart; tests/test_mel_musicnn.py).
 """
 import functools
 import math
@@ -55,6 +66,21 @@ FRAMES_PER_BLOCK = 32
 # Audio is within [-1, 1]; beyond 1e12 a frame's float32 power, up to (n_fft * peak)^2, could
 # overflow, and the logarithm below assumes finite powers.
 _MAX_SAMPLE = 1e12
+
+# How centred frames are padded past the signal's ends, named as in np.pad and librosa.
+PAD_MODES = ("constant", "reflect")
+
+# musicnn's analysis (Pons & Serra 2019, musicnn/configuration.py): 16-kHz audio, 512-sample frames
+# every 256 samples (32 ms every 16 ms), 96 Slaney mel bands from 0 Hz to 8 kHz.
+MUSICNN_SR = 16000
+MUSICNN_N_FFT = 512
+MUSICNN_HOP = 256
+MUSICNN_N_MELS = 96
+
+# float16's largest value is 65504 and its last step 32: float32 values from 65504 + 32 / 2 on
+# round to inf in float16 (round half to even).
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+_FLOAT16_INF_FROM = _FLOAT16_MAX + 16.0
 
 _LN2 = math.log(2.0)
 _DB_PER_NEPER = 10.0 / math.log(10.0)  # 10 log10(x) = _DB_PER_NEPER * ln(x)
@@ -153,7 +179,7 @@ def mel_filterbank(sr=22050, n_fft=2048, n_mels=128, fmin=0.0, fmax=None):
 
 
 def n_frames(n_samples, n_fft=2048, hop_length=512):
-    """Number of centred frames `mel_db` returns for a signal of ``n_samples`` samples.
+    """Number of centred frames `mel_db` and `mel_power` return for ``n_samples`` samples.
 
     Parameters
     ----------
@@ -170,14 +196,62 @@ def n_frames(n_samples, n_fft=2048, hop_length=512):
     return 1 + (n_samples + 2 * (n_fft // 2) - n_fft) // hop_length
 
 
+def mel_power(y, sr=22050, n_fft=2048, hop_length=512, n_mels=128, fmin=0.0, fmax=None,
+              pad_mode="constant"):
+    """Power mel spectrogram of one clip or a batch of clips, as librosa 0.11 computes it.
+
+    Computes ``librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft, hop_length=hop_length,
+    n_mels=n_mels, fmin=fmin, fmax=fmax, pad_mode=pad_mode)``: centred frames (the signal is padded
+    by ``n_fft // 2`` on both sides as ``pad_mode`` says), periodic Hann window, squared magnitude,
+    Slaney mel filterbank (`mel_filterbank`). Within ``1e-3 |S| + 1e-10 max(S)`` of librosa's S,
+    per clip (its FFT is float64, ours float32: the quieter a band against its frame, the larger
+    its relative error). Runs on ``numba.get_num_threads()`` threads.
+
+    Parameters
+    ----------
+    y : np.ndarray
+        (n_samples,) one clip or (n_clips, n_samples) a batch; float32, or float64 (rounded to
+        float32 first). Non-empty, finite, |y| <= 1e12.
+    sr : float
+        Sample rate in Hz.
+    n_fft, hop_length : int
+        Frame length and hop in samples.
+    n_mels : int
+        Number of mel bands.
+    fmin, fmax : float
+        Band edges in Hz; ``fmax=None`` means ``sr / 2``.
+    pad_mode : {"constant", "reflect"}
+        Padding past the ends: zeros, or the signal reflected about its first and last samples
+        (``np.pad``'s "reflect", repeated for a signal shorter than ``n_fft // 2 + 1``).
+
+    Returns
+    -------
+    np.ndarray
+        float32 power (squared amplitude of the float samples, weighted by the filterbank),
+        (n_mels, n_frames) for one clip or (n_clips, n_mels, n_frames) for a batch, with
+        ``n_frames = n_frames(n_samples, n_fft, hop_length)``: (128, 1292) for 661500 samples.
+
+    Raises
+    ------
+    ValueError
+        Empty, non-finite, huge or wrongly shaped ``y``, or a parameter out of range.
+    TypeError
+        ``y`` is not a float32 or float64 array.
+    """
+    out = _mel_spectrogram("mel_power", y, sr, n_fft, hop_length, n_mels, fmin, fmax, pad_mode)
+    return out[0] if np.ndim(y) == 1 else out
+
+
 def mel_db(y, sr=22050, n_fft=2048, hop_length=512, n_mels=128, fmin=0.0, fmax=None,
-           ref=1.0, amin=1e-10, top_db=80.0):
+           ref=1.0, amin=1e-10, top_db=80.0, pad_mode="constant"):
     """Log-power mel spectrogram of one clip or a batch of clips, as librosa 0.11 computes it.
 
-    Frames are centred (the signal is zero-padded by ``n_fft // 2`` on both sides), windowed with a
-    periodic Hann window, squared in magnitude, projected on the Slaney mel filterbank
-    (`mel_filterbank`) and converted to ``10 log10(max(amin, S)) - 10 log10(max(amin, |ref|))``,
-    floored at ``top_db`` below its maximum, per clip. Runs on ``numba.get_num_threads()`` threads.
+    `mel_power` (frames centred on the signal padded as ``pad_mode`` says, periodic Hann window,
+    squared magnitude, Slaney mel filterbank) converted to
+    ``10 log10(max(amin, S)) - 10 log10(max(amin, |ref|))``, floored at ``top_db`` below its
+    maximum, per clip: ``librosa.power_to_db(librosa.feature.melspectrogram(y=y, ...,
+    pad_mode=pad_mode), ref=ref, amin=amin, top_db=top_db)``. Runs on ``numba.get_num_threads()``
+    threads.
 
     Parameters
     ----------
@@ -198,6 +272,9 @@ def mel_db(y, sr=22050, n_fft=2048, hop_length=512, n_mels=128, fmin=0.0, fmax=N
         Smallest power before the logarithm; at least the smallest normal float32 (1.2e-38).
     top_db : float or None
         Floor at ``max - top_db`` dB per clip; None disables the floor.
+    pad_mode : {"constant", "reflect"}
+        Padding past the ends, as in `mel_power`: zeros (librosa 0.11's default) or reflection
+        (librosa's default before 0.10).
 
     Returns
     -------
@@ -212,45 +289,148 @@ def mel_db(y, sr=22050, n_fft=2048, hop_length=512, n_mels=128, fmin=0.0, fmax=N
     TypeError
         ``y`` is not a float32 or float64 array.
     """
-    clips = _as_clips(y)
-    _check_db_params(hop_length, amin, top_db)
+    _check_db_params(amin, top_db)
+    ref_db = _DB_PER_NEPER * math.log(max(float(amin), abs(float(ref))))
+    out = _mel_spectrogram("mel_db", y, sr, n_fft, hop_length, n_mels, fmin, fmax, pad_mode,
+                           db=(np.float32(amin), ref_db))
+    if top_db is not None:
+        # numpy's SIMD max and maximum: ~0.07 ms per clip, not worth a parallel region.
+        floor = out.max(axis=(1, 2), keepdims=True) - np.float32(top_db)
+        np.maximum(out, floor, out=out)
+    return out[0] if np.ndim(y) == 1 else out
+
+
+def log_compress(S):
+    """musicnn's compression of a power mel: ``log10(10000 S + 1)`` after a float16 cast of S.
+
+    musicnn rounds the power to float16 (``S.astype(np.float16)``) and then computes
+    ``np.log10(10000 * S + 1)``. Under numpy 1.x (2019's) value-based casting gave the Python int
+    10000 its smallest dtype, uint16 (an int up to 255 would have been uint8, keeping float16),
+    and uint16 promotes float16 to float32: the product, the sum and the logarithm ran in
+    float32, with no overflow (checked: bit-identical to this function under numpy 1.26).
+    numpy >= 2 (NEP 50) keeps them float16, where ``10000 S`` overflows to inf from S = 6.55 on
+    (0 to 3.4 % of the bins of a 30-s GTZAN clip) and the logarithm keeps 3 digits. This
+    computes numpy 1.x's float32 values, whichever numpy runs it.
+
+    Parameters
+    ----------
+    S : np.ndarray
+        (...) power mel (`mel_power`), float32 (other float dtypes are rounded to float32 first);
+        every value within [0, 65504] (float16's range; up to 65520 rounds to 65504). Audio within
+        [-1, 1] at musicnn's settings gives powers below 3146 (largest filterbank weight 0.032
+        times Parseval's bound 512 x 192 for the Hann window).
+
+    Returns
+    -------
+    np.ndarray
+        float32, same shape as ``S``; 0 for S = 0, about 4 + log10(S) for S >> 1e-4.
+
+    Raises
+    ------
+    ValueError
+        ``S`` holds a NaN, a negative power or one that float16 rounds to inf (>= 65520): there
+        musicnn's input would be NaN or inf, which its network turns into NaN tags. This is
+        raised rather than clamped: such powers need samples beyond 4.5 times full scale.
+    """
+    S = np.asarray(S, dtype=np.float32)
+    # Checked in float32: numpy's float16 min and max take 40x longer (0.7 ms per 30-s clip).
+    if S.size and not (S.min() >= 0 and S.max() < _FLOAT16_INF_FROM):
+        raise ValueError(f"log_compress: S must be powers within [0, {_FLOAT16_MAX:.0f}] "
+                         f"(float16's range, musicnn's cast), got [{S.min():.3g}, {S.max():.3g}]")
+    x = S.astype(np.float16).astype(np.float32)
+    x *= np.float32(10000)
+    x += np.float32(1)
+    return np.log10(x, out=x)
+
+
+def musicnn_input(y, sr=MUSICNN_SR):
+    """Input of the pretrained musicnn taggers (Pons & Serra 2019) for audio at 16 kHz.
+
+    ``log_compress(mel_power(y, 16000, 512, 256, 96, pad_mode="reflect"))`` with time first: what
+    musicnn's ``extractor.batch_data`` computes with librosa 0.6/0.7 (centred frames on the
+    reflect-padded signal, periodic Hann window, power 2, 96 Slaney bands with area norm from 0 to
+    8 kHz, no dB) before cutting it into patches. Within 4.3e-4 of that: one float16 step,
+    ``log10(1 + 2**-10)``, where our power and librosa's round to neighbouring float16 values
+    (0.04 % of the bins of real music).
+
+    Parameters
+    ----------
+    y : np.ndarray
+        (n_samples,) one clip or (n_clips, n_samples) a batch, float32 (or float64) audio within
+        [-1, 1] sampled at 16 kHz (resample first: no resampler here).
+    sr : int
+        Sample rate of ``y`` in Hz; must be `MUSICNN_SR`.
+
+    Returns
+    -------
+    np.ndarray
+        float32 C-contiguous, (n_frames, 96) for one clip or (n_clips, n_frames, 96) for a batch,
+        ``n_frames = n_frames(n_samples, 512, 256)``: (1876, 96) for 30 s (480000 samples).
+
+    Raises
+    ------
+    ValueError
+        ``sr`` is not 16000, or ``y`` is not usable audio (see `mel_power`, `log_compress`).
+    TypeError
+        ``y`` is not a float32 or float64 array.
+    """
+    if sr != MUSICNN_SR:
+        raise ValueError(f"musicnn_input: musicnn takes {MUSICNN_SR}-Hz audio; resample y first "
+                         f"(got sr={sr})")
+    S = mel_power(y, MUSICNN_SR, MUSICNN_N_FFT, MUSICNN_HOP, MUSICNN_N_MELS, pad_mode="reflect")
+    return np.ascontiguousarray(np.swapaxes(log_compress(S), -1, -2))
+
+
+def _mel_spectrogram(caller, y, sr, n_fft, hop_length, n_mels, fmin, fmax, pad_mode, db=None):
+    """`mel_power`'s checks and kernel call, for ``caller``'s messages.
+
+    Returns
+    -------
+    np.ndarray
+        (n_clips, n_mels, n_frames) float32 power mel, or with ``db=(amin, ref_db)`` (an
+        np.float32 and a float) its unfloored ``10 log10(max(amin, S)) - ref_db``.
+    """
+    clips = _as_clips(caller, y)
+    _check_framing(caller, hop_length, pad_mode)
     window, bands = _analysis_setup(*_check_mel_params(sr, n_fft, n_mels, fmin, fmax))
     n_out = n_frames(clips.shape[1], window.shape[0], int(hop_length))
     out = np.empty((clips.shape[0], bands[0].shape[0], n_out), dtype=np.float32)
-    ref_db = _DB_PER_NEPER * math.log(max(float(amin), abs(float(ref))))
     n_tasks = clips.shape[0] * -(-n_out // FRAMES_PER_BLOCK)
     # The samples' check runs inside the kernel, on data it reads anyway: a separate numpy min and
     # max cost 0.18 ms per 30-s clip (6 % of the total). Bad samples give garbage, never a crash,
     # and raise here before anything is returned.
     peak_bits = np.zeros(n_tasks, dtype=np.int32)
+    amin, ref_db = db if db is not None else (np.float32(1.0), 0.0)  # unused without dB
     # No more threads than blocks of frames: a short clip should not wait on idle threads.
-    _mel_db_blocks(clips, window, int(hop_length), *bands, np.float32(amin), ref_db,
-                   min(numba.get_num_threads(), n_tasks), peak_bits, out)
-    _check_peak(peak_bits.max().view(np.float32))
-    if top_db is not None:
-        # numpy's SIMD max and maximum: ~0.07 ms per clip, not worth a parallel region.
-        floor = out.max(axis=(1, 2), keepdims=True) - np.float32(top_db)
-        np.maximum(out, floor, out=out)
-    return out[0] if y.ndim == 1 else out
+    _mel_blocks(clips, window, int(hop_length), pad_mode == "reflect", *bands, db is not None,
+                amin, ref_db, min(numba.get_num_threads(), n_tasks), peak_bits, out)
+    _check_peak(caller, peak_bits.max().view(np.float32))
+    return out
 
 
-def _as_clips(y):
-    """(n_clips, n_samples) C-contiguous float32 view or copy of `mel_db`'s ``y``, checked."""
+def _as_clips(caller, y):
+    """(n_clips, n_samples) C-contiguous float32 view or copy of ``caller``'s ``y``, checked."""
     y = np.asarray(y)
     if y.dtype not in (np.float32, np.float64):
-        raise TypeError(f"mel_db: y must be float32 or float64 audio, got dtype {y.dtype}")
+        raise TypeError(f"{caller}: y must be float32 or float64 audio, got dtype {y.dtype}")
     if y.ndim not in (1, 2):
-        raise ValueError(f"mel_db: y must have shape (n_samples,) or (n_clips, n_samples), "
+        raise ValueError(f"{caller}: y must have shape (n_samples,) or (n_clips, n_samples), "
                          f"got {y.shape}")
     if y.size == 0:
-        raise ValueError(f"mel_db: y is empty (shape {y.shape})")
+        raise ValueError(f"{caller}: y is empty (shape {y.shape})")
     return np.ascontiguousarray(y.reshape(-1, y.shape[-1]), dtype=np.float32)
 
 
-def _check_db_params(hop_length, amin, top_db):
-    """Raise ValueError for a `mel_db` hop, amin or top_db out of range."""
+def _check_framing(caller, hop_length, pad_mode):
+    """Raise ValueError for a hop or padding mode out of range."""
     if int(hop_length) != hop_length or hop_length < 1:
-        raise ValueError(f"mel_db: hop_length must be a positive integer, got {hop_length}")
+        raise ValueError(f"{caller}: hop_length must be a positive integer, got {hop_length}")
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"{caller}: pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+
+
+def _check_db_params(amin, top_db):
+    """Raise ValueError for a `mel_db` amin or top_db out of range."""
     if not amin >= np.finfo(np.float32).tiny:
         raise ValueError(f"mel_db: amin must be at least {np.finfo(np.float32).tiny:.3g} "
                          f"(smallest normal float32), got {amin}")
@@ -258,12 +438,12 @@ def _check_db_params(hop_length, amin, top_db):
         raise ValueError(f"mel_db: top_db must be >= 0 or None, got {top_db}")
 
 
-def _check_peak(peak):
+def _check_peak(caller, peak):
     """Raise ValueError unless the largest ``|sample|`` (NaN if any sample is NaN) is usable."""
     if not math.isfinite(peak):
-        raise ValueError("mel_db: y contains NaN or infinite samples")
+        raise ValueError(f"{caller}: y contains NaN or infinite samples")
     if peak > _MAX_SAMPLE:
-        raise ValueError(f"mel_db: y has samples up to {peak:.3g}, beyond {_MAX_SAMPLE:.0e}: "
+        raise ValueError(f"{caller}: y has samples up to {peak:.3g}, beyond {_MAX_SAMPLE:.0e}: "
                          f"float32 power would overflow")
 
 
@@ -335,9 +515,9 @@ def _sparse_bands(weights):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _mel_db_blocks(clips, window, hop_length, band_start, band_offset, band_weights, amin, ref_db,
-                   n_threads, peak_bits, out):
-    """Unfloored dB mel spectrograms of a batch, block of frames by block of frames.
+def _mel_blocks(clips, window, hop_length, reflect, band_start, band_offset, band_weights, to_db,
+                amin, ref_db, n_threads, peak_bits, out):
+    """Power or unfloored dB mel spectrograms of a batch, block of frames by block of frames.
 
     Parameters
     ----------
@@ -347,12 +527,16 @@ def _mel_db_blocks(clips, window, hop_length, band_start, band_offset, band_weig
         (n_fft,) float32 analysis window.
     hop_length : int
         Hop in samples.
+    reflect : bool
+        Pad past the ends by reflection (`_window_reflected`) instead of zeros.
     band_start, band_offset, band_weights : np.ndarray
         Sparse filterbank from `_sparse_bands`.
+    to_db : bool
+        Convert the power to dB (`_power_to_db`); False leaves the power.
     amin : np.float32
-        Smallest power before the logarithm.
+        Smallest power before the logarithm (used with ``to_db``).
     ref_db : float
-        ``10 log10(max(amin, |ref|))``, subtracted from every value.
+        ``10 log10(max(amin, |ref|))``, subtracted from every value (used with ``to_db``).
     n_threads : int
         Threads to use; passed in because ``numba.get_num_threads()`` inside a function prevents
         caching it.
@@ -360,7 +544,7 @@ def _mel_db_blocks(clips, window, hop_length, band_start, band_offset, band_weig
         (n_clips * n_blocks,) int32, filled with `_abs_max_bits` of the samples each block is the
         first to read: their maximum is that of the whole batch.
     out : np.ndarray
-        (n_clips, n_mels, n_frames) float32, filled with dB.
+        (n_clips, n_mels, n_frames) float32, filled with power or dB.
     """
     n_clips, n_samples = clips.shape
     n_fft = window.shape[0]
@@ -392,14 +576,16 @@ def _mel_db_blocks(clips, window, hop_length, band_start, band_offset, band_weig
             peak_bits[task] = _abs_max_bits(clips[c, new:last])
             for j in range(FRAMES_PER_BLOCK):
                 if j < count:
-                    _window_frame(clips[c], (first + j) * hop_length - n_fft // 2, window,
-                                  frames[j])
+                    _frame(clips[c], (first + j) * hop_length - n_fft // 2, window, reflect,
+                           frames[j])
                 else:
                     frames[j, :] = 0.0
             rocket_fft.r2c(frames, spectrum.T, fft_axes, True, 1.0, 1)
             _power(spectrum, power)
             _mel_bands(power, band_start, band_offset, band_weights, mel)
-            _power_to_db(mel.reshape(n_mels * FRAMES_PER_BLOCK), amin, ref_db, mantissa, exponent)
+            if to_db:
+                _power_to_db(mel.reshape(n_mels * FRAMES_PER_BLOCK), amin, ref_db, mantissa,
+                             exponent)
             _store(mel, count, out[c, :, first:first + count])
 
 
@@ -422,6 +608,31 @@ def _abs_max_bits(x):
     for i in range(bits.shape[0]):
         peak = max(peak, bits[i] & 0x7FFFFFFF)
     return peak
+
+
+@njit(cache=True, error_model="numpy")
+def _frame(signal, start, window, reflect, frame):
+    """``frame = window * padded[start:start + n_fft]`` for the signal padded past its ends with
+    zeros (`_window_frame`) or, with ``reflect``, by reflection (`_window_reflected`, sample by
+    sample, for the few frames that leave the signal; the others are the same in both modes)."""
+    if reflect and (start < 0 or start + window.shape[0] > signal.shape[0]):
+        _window_reflected(signal, start, window, frame)
+    else:
+        _window_frame(signal, start, window, frame)
+
+
+@njit(cache=True, error_model="numpy")
+def _window_reflected(signal, start, window, frame):
+    """``frame = window * padded[start:start + n_fft]``, ``padded`` the signal reflected about its
+    first and last samples as often as needed: ``np.pad(signal, pad, mode="reflect")``.
+
+    Repeated reflection makes ``padded`` periodic, with period ``2 (n - 1)`` for n samples (a
+    1-sample signal repeats its sample), so each index folds back into the signal directly.
+    """
+    period = max(1, 2 * (signal.shape[0] - 1))
+    for k in range(window.shape[0]):
+        i = (start + k) % period  # Python's modulo: in [0, period) for negative indices too
+        frame[k] = signal[min(i, period - i)] * window[k]
 
 
 @njit(cache=True, error_model="numpy")
