@@ -189,11 +189,11 @@ def _check_features(run_dir: Path, config: dict) -> None:
 
 def pretrained():
     """The musicnn network as an ``Embedder`` (one per process); UsageError saying how to install it."""
-    from models import musicnn
+    from models import musicnn, tfbundle
 
     try:
         return musicnn.embedder()
-    except musicnn.BackboneMissing as err:
+    except (musicnn.BackboneMissing, tfbundle.BundleError) as err:
         raise UsageError(str(err)) from None
 
 

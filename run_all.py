@@ -132,11 +132,11 @@ def pretrained_embedder(hps: dict, named: bool):
     that is an error (None) only when they were named with ``--models``."""
     if not any(hp.view == backbone.NAME for hp in hps.values()):
         return None, list(hps)
-    from models import musicnn
+    from models import musicnn, tfbundle
 
     try:
         return musicnn.embedder(), list(hps)
-    except musicnn.BackboneMissing as err:
+    except (musicnn.BackboneMissing, tfbundle.BundleError) as err:
         needing = [m for m, hp in hps.items() if hp.view == backbone.NAME]
         print(f"{'error' if named else 'note'}: {', '.join(needing)} skipped: {err}", file=sys.stderr, flush=True)
         return None, (None if named else [m for m in hps if m not in needing])

@@ -1,4 +1,5 @@
-"""``best``, the report's SVM and a majority baseline in 5-fold-by-track CV on real GTZAN excerpts.
+"""``best``, ``patchcnn``, their average, the report's SVM and a majority baseline in 5-fold-by-track
+CV on real GTZAN excerpts.
 
 The pool is every audio file of ``../shared/data`` (29 full clips, 80 openings of 15-20 s, 299
 peak-normalised excerpts of 2-3 s), linked as ``<genre>/<set>__<file>`` since the sets share file
@@ -26,6 +27,7 @@ from models.hparams import fold_split  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETS = ("gtzan_sample", "gtzan_15s", "gtzan_2s")
+MODELS = "best,patchcnn,svm"
 
 
 def make_pool(out: Path) -> Path:
@@ -37,13 +39,16 @@ def make_pool(out: Path) -> Path:
     return out
 
 
-def fold_scores(runs: Path, model: str, k: int, preset: str) -> list:
-    """Per fold: (top-1 on all held-out files, top-1 on the held-out 2-3 s excerpts)."""
+def fold_scores(runs: Path, models: str, k: int, preset: str) -> list:
+    """Per fold: (top-1 on all held-out files, top-1 on the held-out 2-3 s excerpts) of one model, or
+    of the mean log-probabilities of several (``"best+patchcnn"``)."""
     out = []
     for i in range(k):
-        with np.load(runs / "pool" / model / f"{fold_split(k, i)}-{preset}-seed0" / "predictions.npz") as z:
-            scores = z["log_probs"] if "log_probs" in z.files else z["scores"]
-            labels, files = z["labels"], list(z["files"])
+        scores = 0
+        for model in models.split("+"):
+            with np.load(runs / "pool" / model / f"{fold_split(k, i)}-{preset}-seed0" / "predictions.npz") as z:
+                scores = scores + (z["log_probs"] if "log_probs" in z.files else z["scores"])
+                labels, files = z["labels"], list(z["files"])
         short = np.array(["gtzan_2s__" in f for f in files])
         out.append((top_k_accuracy(labels, scores, 1), top_k_accuracy(labels[short], scores[short], 1)))
     return out
@@ -83,7 +88,7 @@ def main(argv=None) -> int:
         pool = make_pool(tmp / "pool")
         log = io.StringIO()
         with contextlib.redirect_stdout(log):
-            rc = run_all.main(["--data", str(pool), "--models", "best,svm", "--folds", str(k), "--preset", preset,
+            rc = run_all.main(["--data", str(pool), "--models", MODELS, "--folds", str(k), "--preset", preset,
                                "--cache", str(tmp / "cache"), "--runs", str(tmp / "runs")])
         if rc:
             print(log.getvalue(), file=sys.stderr)
@@ -91,10 +96,12 @@ def main(argv=None) -> int:
         n = open_cache(tmp / "cache" / "pool").manifest["n"]
         lines = [f"## Pool cross-validation (real GTZAN excerpts, {k}-fold by track)", "",
                  f"{n} files of `../shared/data` ({', '.join(SETS)}) as one pool of {len(GENRES)} genres; "
-                 f"`run_all.py --data POOL --models best,svm --folds {k} --preset {preset}`, seed 0. "
+                 f"`run_all.py --data POOL --models {MODELS} --folds {k} --preset {preset}`, seed 0. "
                  "Top-1 % mean ± std over folds, on all held-out files and on the held-out 2-3 s excerpts.", "",
                  "| model | all held-out files | 2-3 s excerpts | per fold (all) |", "|---|---:|---:|---|",
-                 row(f"best ({preset})", fold_scores(tmp / "runs", "best", k, preset)),
+                 row("best (musicnn features, logistic head)", fold_scores(tmp / "runs", "best", k, preset)),
+                 row(f"patchcnn (from scratch, {preset})", fold_scores(tmp / "runs", "patchcnn", k, preset)),
+                 row("best + patchcnn (mean log-probabilities)", fold_scores(tmp / "runs", "best+patchcnn", k, preset)),
                  row("svm (the report's)", fold_scores(tmp / "runs", "svm", k, preset)),
                  row("majority class", majority_scores(tmp / "cache" / "pool", tmp / "runs", k, preset))]
     print("\n".join(lines))

@@ -3,8 +3,10 @@
 The network is musicnn's ``build_musicnn(num_filt_midend=64, num_units_backend=200)`` trained on the
 Million Song Dataset's 50 tags; its weights are read from the ``musicnn`` package's TensorFlow
 checkpoint (``models/tfbundle.py``; the package is installed without its TensorFlow dependency and
-only its data files are used). Outputs equal TensorFlow's within 1e-4 (tests/test_musicnn.py). Input:
-log10(10000 mel + 1) of 16-kHz audio, 512-sample FFT, hop 256, 96 Slaney mel bands, time first::
+only its data files are used). Outputs equal TensorFlow's within 1e-4 + 1e-5 x |value|
+(tests/test_musicnn.py: max_pool, up to 80, differs by 2.4e-4, within TensorFlow's own float32
+rounding; the rest by at most 2e-5). Input: log10(10000 mel + 1) of 16-kHz audio, 512-sample FFT,
+hop 256, 96 Slaney mel bands, time first::
 
     x (B, T, 96) -> BatchNorm (one channel)                                  B x 1 x T x 96
     front-end, each conv -> ReLU -> BatchNorm -> max over frequency, concatenated:
@@ -15,10 +17,17 @@ log10(10000 mel + 1) of 16-kHz audio, 512-sample FFT, hop 256, 96 Slaney mel ban
     back-end: max and mean over time (753 each), interleaved (max0, mean0, max1, ...) -> BatchNorm
         -> Linear(1506, 200) -> ReLU -> BatchNorm ("penultimate") -> Linear(200, 50) ("logits")
 
-Details that matter to match TensorFlow: batch-norm epsilon 1e-3 (torch's 1e-5 moves tags by up to
-0.33); TF 'same' puts the odd padding frame of the even temporal kernels at the end (63 / 64, 31 / 32,
+Details that matter to match TensorFlow: batch-norm epsilon 1e-3 (torch's 1e-5 moves tag
+probabilities by up to 0.15 on the reference patches); TF 'same' puts the odd padding frame of the even temporal kernels at the end (63 / 64, 31 / 32,
 15 / 16); the zero padding comes after the input batch norm; ReLU precedes batch norm everywhere.
 Any length T >= 1 works; the network was trained on T = 187 (3 s).
+
+Speed (bench/bench_musicnn.py, 2 cores): a 30-s clip (10 patches) embeds in 0.13 s on 2 threads,
+0.24 s on 1, 2 patches per pass (``EMBED_BATCH``; 10 at once is 35 % slower on 2 threads). The
+front-end's convolutions are 3/4 of it, near the cores' float32 peak; what helped was running them
+channels_last and applying ReLU and batch norm after the max over frequency (`FrontBlock`), 0.32 s ->
+0.24 s on 1 thread. Folding the remaining batch norms into the layers after them would save well
+under 1 % (they act on (B, C, T) maps or vectors), so they stay as TensorFlow has them.
 """
 
 import functools
@@ -30,6 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from features import backbone
 
 from . import tfbundle
 
@@ -49,7 +60,16 @@ MSD_TAGS = ("rock", "pop", "alternative", "indie", "electronic", "female vocalis
             "sad", "House", "happy")
 BN_EPS = 1e-3  # tf.compat.v1.layers.batch_normalization's default
 # Measured by bench/bench_musicnn.py on 2 cores: patches per forward pass in `embed`.
-EMBED_BATCH = 5
+EMBED_BATCH = 2
+# Version of the values the network returns: bump it with any change that alters them (never for a
+# speed-only rewrite). An embedding's cache fingerprint includes it, with the weights' sha256.
+VERSION = 1
+# What `embedder` gives the feature cache per patch, in this order (models/best.py)
+EMBEDDING = ("max_pool", "mean_pool", "penultimate")
+N_EMBEDDING = 753 + 753 + 200
+
+
+REINSTALL = ".venv/bin/pip install --force-reinstall --no-deps --require-hashes -r requirements-weights.txt"
 
 
 class BackboneMissing(RuntimeError):
@@ -112,8 +132,8 @@ class Musicnn(nn.Module):
     def __init__(self):
         super().__init__()
         self.input_bn = nn.BatchNorm2d(1, eps=BN_EPS)
-        self.frontend = nn.ModuleList([FrontBlock(204, (7, 38)), FrontBlock(204, (7, 67)),
-                                       FrontBlock(51, (128, 1)), FrontBlock(51, (64, 1)), FrontBlock(51, (32, 1))])
+        self.frontend = nn.ModuleList([FrontBlock(204, (7, 38)), FrontBlock(204, (7, 67)),  # timbral
+                                       *(FrontBlock(51, (k, 1)) for k in (128, 64, 32))])  # temporal
         self.midend = nn.ModuleList([MidBlock(561, 64), MidBlock(64, 64), MidBlock(64, 64)])
         self.pool_bn = nn.BatchNorm1d(2 * 753, eps=BN_EPS)
         self.dense = nn.Linear(2 * 753, 200)
@@ -189,14 +209,17 @@ def _tf_name(layer: str, i: int) -> str:
 def _sources(net: Musicnn) -> list:
     """(parameter or buffer, checkpoint tensor name, TF -> torch layout) for every weight of ``net``."""
     same = np.asarray
+    blocks = [*net.frontend, *net.midend]
     sources = []
-    for i, bn in enumerate([net.input_bn, *(b.bn for b in [*net.frontend, *net.midend]), net.pool_bn, net.dense_bn]):
+    for i, bn in enumerate([net.input_bn, *(b.bn for b in blocks), net.pool_bn, net.dense_bn]):
         name = _tf_name("batch_normalization", i)
         sources += [(bn.weight, f"{name}/gamma", same), (bn.bias, f"{name}/beta", same),
-                    (bn.running_mean, f"{name}/moving_mean", same), (bn.running_var, f"{name}/moving_variance", same)]
-    for i, block in enumerate([*net.frontend, *net.midend]):
+                    (bn.running_mean, f"{name}/moving_mean", same),
+                    (bn.running_var, f"{name}/moving_variance", same)]
+    for i, block in enumerate(blocks):
         name = _tf_name("conv2d", i)
-        sources += [(block.conv.weight, f"{name}/kernel", block.kernel_from_tf), (block.conv.bias, f"{name}/bias", same)]
+        sources += [(block.conv.weight, f"{name}/kernel", block.kernel_from_tf),
+                    (block.conv.bias, f"{name}/bias", same)]
     for i, dense in enumerate([net.dense, net.out]):
         name = _tf_name("dense", i)
         sources += [(dense.weight, f"{name}/kernel", np.transpose), (dense.bias, f"{name}/bias", same)]
@@ -243,8 +266,8 @@ def load(prefix=None) -> Musicnn:
     return _load(Path(weights_prefix() if prefix is None else prefix).resolve())
 
 
-def embed(net: Musicnn, patches, batch_size: int = EMBED_BATCH) -> np.ndarray:
-    """The 1506 features of each patch, ``[max_pool, mean_pool]`` (see `Musicnn.forward`).
+def embed(net: Musicnn, patches, batch_size: int = EMBED_BATCH, outputs=("max_pool", "mean_pool")):
+    """Outputs of `Musicnn.forward` for each patch, concatenated in the order of ``outputs``.
 
     Parameters
     ----------
@@ -254,14 +277,40 @@ def embed(net: Musicnn, patches, batch_size: int = EMBED_BATCH) -> np.ndarray:
     batch_size : int
         Patches per forward pass (speed only: the values do not depend on it beyond float rounding).
         Runs on ``torch.get_num_threads()`` threads.
+    outputs : sequence of str
+        Keys of `Musicnn.forward`'s dict; the default gives its "features", (P, 1506).
 
     Returns
     -------
-    np.ndarray, shape (P, 1506), float32
+    np.ndarray, shape (P, sum of the outputs' widths), float32
     """
     x = torch.from_numpy(np.ascontiguousarray(patches, dtype=np.float32))
     if x.ndim != 3 or x.shape[2] != N_MELS or x.shape[1] < 1:
         raise ValueError(f"musicnn.embed: patches of shape {tuple(x.shape)}, expected (P, T, {N_MELS})")
     with torch.inference_mode():
-        return torch.cat([net(chunk)["features"] for chunk in x.split(batch_size)] or
-                         [torch.zeros(0, N_FEATURES)]).numpy()
+        chunks = [net(chunk) for chunk in x.split(batch_size)]
+        return torch.cat([torch.cat([c[name] for name in outputs], dim=1) for c in chunks]).numpy()
+
+
+def taggram(patches) -> np.ndarray:
+    """musicnn's 50 tag probabilities (independent sigmoids, MSD_TAGS order) per patch: (P, 50) float32.
+
+    ``patches`` as for `embed`; the installed weights (`load`); raises `BackboneMissing` without them.
+    """
+    return embed(load(), patches, outputs=("taggram",))
+
+
+@functools.lru_cache(maxsize=None)
+def embedder() -> backbone.Embedder:
+    """The installed network as the feature cache sees it (one per process): `EMBEDDING` per patch.
+
+    Raises `BackboneMissing` when the weights are not installed, `tfbundle.BundleError` (with the
+    command that reinstalls them) when they are damaged.
+    """
+    try:
+        net = load()
+    except tfbundle.BundleError as err:
+        raise tfbundle.BundleError(f"{err}; reinstall the weights: `{REINSTALL}`") from None
+    identity = f"MSD_musicnn sha256 {weights_sha256()} version {VERSION} outputs {'+'.join(EMBEDDING)}"
+    return backbone.Embedder(name=backbone.NAME, identity=identity, n_features=N_EMBEDDING,
+                             embed=functools.partial(embed, net, outputs=EMBEDDING))

@@ -1,4 +1,4 @@
-"""A reader of TensorFlow's tensor-bundle checkpoints (``<prefix>.index`` + ``<prefix>.data-*``), no TensorFlow.
+"""A reader of TensorFlow's tensor-bundle checkpoints (``<prefix>.index``, ``<prefix>.data-*``) without TensorFlow.
 
 The layout, as TensorFlow's ``tensorflow/core/util/tensor_bundle`` writes it::
 

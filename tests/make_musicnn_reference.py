@@ -113,7 +113,8 @@ def main():
         meta = {"wheel": args.wheel.name, "files_sha256": files.hexdigest(), "tensors": tensor_table(prefix),
                 "real_patches": {f"x187[{N_RANDOM + i}]": f"{clip} frames {FIRST_FRAME}-{FIRST_FRAME + PATCH - 1}"
                                  for i, clip in enumerate(CLIPS)},
-                "versions": {"tensorflow": tf.__version__, "numpy": np.__version__, "librosa": librosa.__version__}}
+                "versions": {"tensorflow": tf.__version__, "numpy": np.__version__,
+                             "librosa": librosa.__version__}}
     np.savez_compressed(OUT.with_suffix(".npz"), **arrays)
     OUT.with_suffix(".json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     print(f"wrote {OUT}.npz and .json: {len(meta['tensors'])} tensors, outputs {sorted(arrays)}")

@@ -127,7 +127,7 @@ def test_without_the_wheel_best_says_how_to_install_and_the_rest_runs(tmp_path, 
         raise musicnn.BackboneMissing()
 
     monkeypatch.setattr(musicnn, "embedder", missing)
-    data = synth.write_dataset(tmp_path / "synthetic", n_per_class=2, duration=3.0)
+    data = synth.write_dataset(tmp_path / "synthetic", n_per_class=3, duration=3.0)
     common = ["--data", str(data), "--cache", str(tmp_path / "cache"), "--runs", str(tmp_path / "runs"),
               "--preset", "tiny"]
     assert run_all.main(common + ["--models", "best"]) == 1
@@ -141,3 +141,29 @@ def test_without_the_wheel_best_says_how_to_install_and_the_rest_runs(tmp_path, 
     assert "note: best skipped" in out.err and "| svm |" in out.out
     assert predict.main(["--tags", str(next((data / "rock").iterdir()))]) == 2
     assert "musicnn" in capsys.readouterr().err
+
+
+@needs_wheel
+def test_damaged_weights_are_one_line_with_the_fix(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import predict
+    from models import musicnn
+
+    folder = tmp_path / "MSD_musicnn"
+    shutil.copytree(musicnn.weights_prefix(), folder)
+    data = bytearray((folder / ".data-00000-of-00001").read_bytes())
+    data[1000] ^= 0x01
+    (folder / ".data-00000-of-00001").write_bytes(bytes(data))
+    monkeypatch.setattr(musicnn, "weights_prefix", lambda: folder)
+    musicnn.embedder.cache_clear()
+    try:
+        clip = tmp_path / "a.wav"
+        import soundfile as sf
+
+        sf.write(clip, np.zeros(22050 * 2, np.float32) + 0.01, 22050)
+        assert predict.main(["--tags", str(clip)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(folder) in err[0] and musicnn.REINSTALL in err[0]
+    finally:
+        musicnn.embedder.cache_clear()
