@@ -30,12 +30,12 @@ def deadline(seconds: float, what: str):
 @contextmanager
 def unreaped(proc):
     """Wait until ``proc`` (a ``subprocess.Popen``) has exited, leaving it a zombie for the body of the
-    ``with`` (as under a container's PID 1 that never reaps), then reap it."""
+    ``with`` (as under a container's PID 1 that never reaps), then reap it and close its pipes."""
     try:
         os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
         yield proc
     finally:
-        proc.wait()
+        proc.communicate()
 
 
 @contextmanager

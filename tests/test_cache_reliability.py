@@ -156,6 +156,16 @@ def test_killed_build_reruns_to_the_same_numbers(data, reference, built, tmp_pat
     assert_only_finished(root)
 
 
+def test_rebuild_killed_between_its_renames_is_completed_by_the_next_run(data, reference, built, capsys):
+    root, cache_dir = built
+    run_killed(features_cmd(data, root, "--force"), "mini@swap")
+    assert not cache_dir.exists()  # the old cache aside, the new one complete beside it
+    assert cli.main(features_cmd(data, root)[3:]) == 0
+    assert "current, nothing rebuilt" in capsys.readouterr().out
+    assert numbers(cache_dir) == numbers(reference)
+    assert_only_finished(root)
+
+
 @pytest.mark.skipif(not HAS_PROC, reason="needs /proc to tell a zombie from a running process")
 def test_killed_builder_left_unreaped_leaves_nothing_after_the_rerun(data, tmp_path):
     """The issue's case: a build killed in a container whose PID 1 never reaps is a zombie, and
