@@ -150,9 +150,11 @@ def finish_replace(path) -> None:
     if path.exists():
         return
     for old in path.parent.glob(f".{glob.escape(path.name)}.old-*"):
-        new = path.with_name(f".{path.name}.partial-{TEMP_RE.search(old.name)['pid']}")
-        os.replace(new if new.is_dir() else old, path)
-        return
+        pid = old.name.rpartition(".old-")[2]
+        if pid.isdigit():
+            new = path.with_name(f".{path.name}.partial-{pid}")
+            os.replace(new if new.is_dir() else old, path)
+            return
 
 
 def usable_cpus() -> int:
