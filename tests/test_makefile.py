@@ -60,9 +60,10 @@ def test_torch_build_follows_the_machine_unless_TORCH_says(sandbox, gpu, args, b
 def test_a_venv_of_the_other_build_is_reinstalled_and_one_of_this_build_is_kept(sandbox):
     venv = sandbox / ".venv"
     venv.mkdir()
-    for age, name in enumerate((".torch-cpu", ".installed")):   # a CPU setup, done after requirements.txt
-        (venv / name).touch()
-        os.utime(venv / name, (2e9 + age, 2e9 + age))
+    # a CPU setup, done in this order: requirements.txt, the build's marker, the install's
+    for when, path in enumerate((sandbox / "requirements.txt", venv / ".torch-cpu", venv / ".installed")):
+        path.touch()
+        os.utime(path, (1e9 + when, 1e9 + when))
     assert "Nothing to be done" in make_n(sandbox, True, "TORCH=cpu").stdout
     done = make_n(sandbox, True)
     assert "pip uninstall -qq -y torch" in done.stdout and "whl/cu" in install_line(done.stdout)
