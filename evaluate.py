@@ -55,7 +55,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
 
-from features import atomic_write
+from features import TEMP_RE, atomic_write
 from models import MODELS, REPORTED, rank_classes, top_k_accuracy
 from models.hparams import FOLD_RE, RUN_DIR_RE, SPLITS, is_split
 from models.runfiles import RunError, verify_run
@@ -263,10 +263,11 @@ def find_runs(runs_root, model=None, data=None):
     list of Run
         Sorted by data, model, folder name. Folders whose name is not a run's, that lack
         ``COMPLETE`` (unfinished, interrupted, half-deleted) or whose ``config.json`` cannot be read
-        are left out, one warning line each.
+        are left out, one warning line each; temporary folders (``features.TEMP_RE``) silently.
     """
     folders = Path(runs_root).glob(f"{data or '*'}/{model or '*'}/*")
-    runs = [_read_run(path) for path in sorted(p for p in folders if p.is_dir())]
+    # a retrain's temporary folder (run_all.py --force) is work in progress, not a stray folder
+    runs = [_read_run(path) for path in sorted(p for p in folders if p.is_dir() and not TEMP_RE.search(p.name))]
     return [run for run in runs if run is not None]
 
 

@@ -171,7 +171,9 @@ def main(argv=None) -> int:
         print(f"error: {os_error_line(err, args.runs)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: the same command resumes from the last finished epoch", file=sys.stderr)
+        print("interrupted: " + ("complete runs are kept as they were (--force retrains them from the start)"
+                                 if args.force else "the same command resumes from the last finished epoch"),
+              file=sys.stderr)
         return 130
     print()
     print(table(results, cache_dir.name))

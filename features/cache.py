@@ -54,11 +54,14 @@ What is checked, when. At write time the manifest records a crc32 of every file 
 - ``verify_cache`` (``python -m features verify``): everything, for every array in the manifest.
 
 Interruptions. Every file is written under a temporary name owned by this process and renamed into
-place when complete, the manifest last; ``ensure_features`` removes temporary entries whose owner
-is gone (``features.remove_orphans``) and holds a file lock while it checks and builds, so a second
-builder waits, then finds the first one's work current. A write that fails (disk full, read-only,
-no permission, file size limit) removes its temporary files, leaves the previous cache as it was,
-and is reported in one line naming the folder and what to do.
+place when complete, the manifest last. ``ensure_features`` holds a file lock while it checks and
+builds, so a second builder waits, then finds the first one's work current. Holding it, it first
+mends a whole rebuild killed between its two renames (``features.finish_replace``) and removes every
+temporary entry of its cache, whatever the pid in its name (a killed builder may be an unreaped
+zombie, or its pid reused), and other caches' entries whose owner is gone (``features.remove_orphans``).
+A write that fails (disk full, read-only, no permission, file size limit) removes its temporary
+files, leaves the previous cache as it was, and is reported in one line naming the folder and what
+to do.
 """
 
 import concurrent.futures
@@ -79,7 +82,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import atomic_write, audio, backbone, dataset, images, kill_point, mel, remove_orphans, temp_name, usable_cpus
+from . import (atomic_write, audio, backbone, dataset, finish_replace, images, kill_point, mel, remove_orphans,
+               replace_folder, temp_name, usable_cpus)
 
 FORMAT = 2
 # Version of how this module turns decoded audio into rows (the window rule, the minimum length,
@@ -700,12 +704,7 @@ def build_cache(root, cache_dir, config: FeatureConfig = FeatureConfig(), jobs: 
         }
         _array_entries(manifest, checksums, config, shapes, len(done.kept), embedder)
         _write_manifest(tmp, manifest)
-        old = temp_name(cache_dir, "old")
-        if cache_dir.exists():
-            os.replace(cache_dir, old)
-        kill_point(f"{cache_dir.name}@swap")  # the worst moment: the old cache aside, the new not in place
-        os.replace(tmp, cache_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(cache_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return cache_dir
@@ -797,11 +796,14 @@ def write_error(cache_dir, err: OSError) -> CacheError:
 
 @contextlib.contextmanager
 def _lock(path: Path):
-    """Hold an exclusive lock on ``path`` (one builder per cache); says so when another holds it."""
+    """Hold an exclusive lock on ``path`` (one builder per cache); says so when another holds it.
+
+    Yields True once held, False where nothing can be locked (Windows, or a folder nobody can write).
+    """
     try:
         import fcntl
     except ImportError:  # Windows: no locking; do not run two builders at once there
-        yield
+        yield False
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -811,7 +813,7 @@ def _lock(path: Path):
             raise
         f = None
     if f is None:  # nobody can write here, so there is no builder to take turns with: a current cache reads
-        yield
+        yield False
         return
     with f:
         try:
@@ -819,7 +821,7 @@ def _lock(path: Path):
         except BlockingIOError:
             print(f"{path.parent}: another process is building this cache; waiting for it", file=sys.stderr)
             fcntl.flock(f, fcntl.LOCK_EX)
-        yield
+        yield True
 
 
 def locate_data(data=None, synthetic=20):
@@ -841,9 +843,10 @@ def locate_data(data=None, synthetic=20):
 
 def _bring_up_to_date(root, cache_dir: Path, names, force, config, jobs, progress, embedder):
     """Under the cache's lock, rebuild what is stale or damaged; returns what was (None: everything)."""
-    with _lock(cache_dir.with_name(f".{cache_dir.name}.lock")):
-        remove_orphans(cache_dir.parent)
-        remove_orphans(cache_dir)
+    with _lock(cache_dir.with_name(f".{cache_dir.name}.lock")) as locked:
+        if locked:
+            finish_replace(cache_dir)
+        remove_orphans(cache_dir, locked)
         # checked only now, holding the lock: a builder we waited for has usually done the work
         tracks, classes = _tracks_and_classes(root)
         stale = None if force else stale_arrays(cache_dir, names, config, tracks, classes, embedder=embedder)

@@ -21,9 +21,13 @@ checksum or will not load is noted and the run starts over. A complete run that 
 changed fingerprint of an array its model reads: a change to the image code retrains the image models,
 not ``cnn1d_raw``), that fails verification, or that has no checksums (made before they were recorded)
 is retrained with a one-line note. A run is trained holding ``.<run>.lock`` beside its folder (flock):
-a second process waits (saying so), then reuses the finished run; the holder first removes the
-temporary files of dead processes in the folder and beside it. A read-only runs folder still serves
-its complete runs.
+a second process waits (saying so), then reuses the finished run. The holder knows no other process
+writes the run, so it removes every temporary entry of the run, whatever the pid in its name (a
+killed process may be an unreaped zombie), and other runs' entries beside it whose owner is gone.
+``force`` retrains a readable run in ``.<run>.partial-<pid>`` and swaps it in once complete
+(``features.replace_folder``): the old run stays readable until then, and a failed or killed
+retrain leaves it (or, killed mid-swap, the new complete one) in place. A read-only runs folder
+still serves its complete runs.
 
 ``test_acc_monitor`` is the test accuracy after each epoch of a run without a validation part (the
 report's r80 models; its Figure 7 draws that curve). It is recorded for the figure only: no decision
@@ -67,7 +71,8 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import torch  # noqa: E402  (after the environment variable above)
 
-from features import atomic_write, backbone, mel, remove_orphans, usable_cpus  # noqa: E402
+from features import (atomic_write, backbone, finish_replace, mel, remove_orphans, replace_folder,  # noqa: E402
+                      temp_name, usable_cpus)
 from features.cache import FeatureConfig, code_fingerprint, open_cache  # noqa: E402
 from features.dataset import track_id  # noqa: E402
 
@@ -603,27 +608,43 @@ def _reusable(run_dir: Path, identity: dict):
     return checked.config, None
 
 
-def _prepare_dir(run_dir: Path, identity: dict, force: bool, locked: bool, log, label):
-    """The complete run's config when it can be reused, else None (the folder is then ready to train in).
+def _readable(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a complete run that ``evaluate.py`` and ``predict.py`` accept."""
+    try:
+        verify_run(run_dir)
+    except RunError:
+        return False
+    return True
 
-    Holding the lock, it first removes what dead processes left (temporary files, a checkpoint of a
-    run that was complete).
+
+def _prepare_dir(run_dir: Path, identity: dict, force: bool, locked: bool, log, label):
+    """``(config, None)`` when the complete run can be reused, else ``(None, the folder to train in)``.
+
+    Holding the lock, it first completes a swap that a kill interrupted (``features.finish_replace``)
+    and removes what killed processes left: every temporary entry of this run, whatever the pid in
+    its name, other runs' whose owner is gone, a checkpoint of a run that was complete. A forced
+    retrain of a readable run trains in ``.<run>.partial-<pid>``, which replaces the run only once
+    complete: until then the old run stays readable, and a retrain that fails leaves it untouched.
     """
     if locked:
-        remove_orphans(run_dir.parent)
-        remove_orphans(run_dir)
+        finish_replace(run_dir)
+        remove_orphans(run_dir, locked)
     config, why_not = (None, None) if force else _reusable(run_dir, identity)
     if config is not None:
         if locked:
             (run_dir / "checkpoint.pt").unlink(missing_ok=True)
         log(f"{label}: complete in {run_dir}; skipped (--force retrains)")
-        return config
+        return config, None
     if why_not:
         log(f"{label}: {why_not}; retraining")
+    if force and _readable(run_dir):
+        work = temp_name(run_dir, "partial")
+        work.mkdir()
+        return None, work
     if (force or why_not) and run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return None
+    return None, run_dir
 
 
 def run(model: str, cache_dir, runs_root="runs", split: str = None, preset: str = "quick", seed: int = 0,
@@ -670,15 +691,26 @@ def run(model: str, cache_dir, runs_root="runs", split: str = None, preset: str 
     identity = run_identity(model, split, preset, seed, hp, data)
     label = f"{model} {split}-{preset}-seed{seed}"
     with _run_lock(run_dir, log, label) as locked:
-        done = _prepare_dir(run_dir, identity, force, locked, log, label)
+        done, work = _prepare_dir(run_dir, identity, force, locked, log, label)
         if done is not None:
             return {**done, "run_dir": str(run_dir), "skipped": True}
-        config = _train_and_test(module, hp, data, sp, run_dir, identity, seed, threads, device, log, label)
+        try:
+            config = _train_and_test(module, hp, data, sp, work, identity, seed, threads, device, log, label)
+            if work != run_dir:
+                replace_folder(run_dir)
+        finally:
+            if work != run_dir:  # a forced retrain never resumes: what a failure left of it is of no use
+                shutil.rmtree(work, ignore_errors=True)
+    top = config["test"]
+    log(f"{label}: " + (f"test top-1 {top['top1']:.3f}  top-2 {top['top2']:.3f}  top-3 {top['top3']:.3f}"
+                        if top else f"trained on all {config['n_train']} clips (nothing tested)")
+        + f"  ({config['wall_seconds']:.0f} s) -> {run_dir}")
     return {**config, "run_dir": str(run_dir), "skipped": False}
 
 
 def _train_and_test(module, hp, data, sp: Split, run_dir: Path, identity, seed, threads, device, log, label):
-    """Train one run in its (prepared, locked) folder, test it, write its files and seal it; its config."""
+    """Train one run in its prepared folder ``run_dir`` (the run's own, or a forced retrain's temporary
+    one), holding the run's lock; test it, write its files and seal it; returns its config."""
     device, threads = _set_up_torch(threads, device, seed)
     split, data_name = identity["split"], identity["data_name"]
     t0 = time.perf_counter()
@@ -712,9 +744,6 @@ def _train_and_test(module, hp, data, sp: Split, run_dir: Path, identity, seed, 
     _write_json(run_dir / "config.json", config)
     seal(run_dir)  # COMPLETE, last: the sha256 of every file above
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
-    log(f"{label}: " + (f"test top-1 {top['top1']:.3f}  top-2 {top['top2']:.3f}  top-3 {top['top3']:.3f}"
-                        if top else f"trained on all {len(sp.train)} clips (nothing tested)")
-        + f"  ({config['wall_seconds']:.0f} s) -> {run_dir}")
     return config
 
 

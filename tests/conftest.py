@@ -1,7 +1,12 @@
 """Shared fixtures: the read-only sample data beside the repo, skipped cleanly when absent."""
+import os
 from pathlib import Path
 
 import pytest
+
+# The suite checks CPU behaviour (the quick preset as default, CPU determinism): whatever torch build
+# .venv holds (`make all` installs the CUDA one on a GPU machine), neither it nor its subprocesses see a GPU.
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

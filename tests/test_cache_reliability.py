@@ -1,4 +1,5 @@
 """The cache whatever a previous run left behind: damaged files, kills, two builders, write faults."""
+import contextlib
 import errno
 import json
 import os
@@ -15,6 +16,7 @@ import pytest
 
 from features import KILL_ENV, TEMP_RE, __main__ as cli
 from features import cache, synth
+from tests.helpers import HAS_PROC, is_zombie, unreaped, zombie
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -154,19 +156,47 @@ def test_killed_build_reruns_to_the_same_numbers(data, reference, built, tmp_pat
     assert_only_finished(root)
 
 
-def test_temporary_entries_of_a_running_owner_are_kept(data, built):
+def test_rebuild_killed_between_its_renames_is_completed_by_the_next_run(data, reference, built, capsys):
+    root, cache_dir = built
+    run_killed(features_cmd(data, root, "--force"), "mini@swap")
+    assert not cache_dir.exists()  # the old cache aside, the new one complete beside it
+    assert cli.main(features_cmd(data, root)[3:]) == 0
+    assert "current, nothing rebuilt" in capsys.readouterr().out
+    assert numbers(cache_dir) == numbers(reference)
+    assert_only_finished(root)
+
+
+@pytest.mark.skipif(not HAS_PROC, reason="needs /proc to tell a zombie from a running process")
+def test_killed_builder_left_unreaped_leaves_nothing_after_the_rerun(data, tmp_path):
+    """The issue's case: a build killed in a container whose PID 1 never reaps is a zombie, and
+    ``os.kill(pid, 0)`` succeeds on a zombie; the immediate rerun must still remove its folder."""
+    root = tmp_path / "cache"
+    cmd = features_cmd(data, root)
+    killed = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, KILL_ENV: "wave.npy@chunk"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with unreaped(killed):
+        assert is_zombie(killed.pid) and (root / f".mini.partial-{killed.pid}").is_dir()
+        assert cli.main(cmd[3:]) == 0
+        assert_only_finished(root)
+
+
+def test_leftovers_of_this_cache_go_whatever_their_pid_others_only_when_their_owner_is_gone(data, built):
+    """Holding the cache's lock, every temporary entry of that cache is an orphan; another cache's
+    entries are not covered by that lock: removed when their owner is gone (dead or a zombie)."""
     root, cache_dir = built
     alive = subprocess.Popen(["sleep", "60"])
     dead = subprocess.Popen(["true"])
     dead.wait()
     try:
-        for pid in (alive.pid, dead.pid):
-            (root / f".mini.partial-{pid}").mkdir()
-            (cache_dir / f"wave.npy.partial-{pid}").write_bytes(b"half")
-        cache.ensure_features(data, root, jobs=1, progress=False)
-        left = {p.name for folder in (root, cache_dir) for p in folder.iterdir()}
-        assert {f".mini.partial-{alive.pid}", f"wave.npy.partial-{alive.pid}"} <= left
-        assert not {f".mini.partial-{dead.pid}", f"wave.npy.partial-{dead.pid}"} & left
+        with zombie() if HAS_PROC else contextlib.nullcontext(dead.pid) as undead:
+            for pid in (alive.pid, dead.pid, undead, os.getpid()):
+                (root / f".mini.partial-{pid}").mkdir(exist_ok=True)
+                (cache_dir / f"wave.npy.partial-{pid}").write_bytes(b"half")
+                (root / f".other.partial-{pid}").mkdir(exist_ok=True)
+            cache.ensure_features(data, root, jobs=1, progress=False)
+            left = {p.name for p in root.iterdir()}
+        assert left == {".mini.lock", "mini", f".other.partial-{alive.pid}", f".other.partial-{os.getpid()}"}
+        assert sorted(p.name for p in cache_dir.iterdir()) == sorted(FILES)
     finally:
         alive.kill()
         alive.wait()

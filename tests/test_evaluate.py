@@ -415,6 +415,7 @@ def test_stray_folders_skipped_with_warning(runs, tmp_path, capsys, no_png):
     shutil.copytree(run, runs / "synthetic" / "svm" / "backup-quick-seed0")  # not a split
     half = runs / "synthetic" / "cnn2d" / "r80-quick-seed7"               # half deleted
     half.mkdir()
+    (run.parent / ".r80-quick-seed1.partial-123").mkdir()   # a retrain in progress (--force): no warning
     (half / "COMPLETE").write_text("")
     code, out, err = run_main(["--runs", runs, "--out", tmp_path / "fig", "--all"], capsys)
     assert code == 0 and "| svm " in out and "| cnn2d " in out

@@ -5,6 +5,7 @@ Damage is generated here; the fake cache (``write_fake_cache``), the SVM (fits i
 tiny preset keep it fast. Subprocesses only where a kill, a second process or a file size limit is the
 point."""
 
+import contextlib
 import errno
 import io
 import json
@@ -25,6 +26,7 @@ import run_all
 from features import KILL_ENV, TEMP_RE
 from models import train
 from models.runfiles import RunError, seal, seal_bytes, verify_run
+from tests.helpers import HAS_PROC, is_zombie, unreaped, zombie
 from tests.test_train import write_fake_cache
 
 REPO = Path(__file__).resolve().parents[1]
@@ -253,18 +255,64 @@ def test_sigkill_at_every_kind_of_write_then_same_numbers(cache, tmp_path, monke
     finished_only(root)
 
 
-def test_orphans_of_dead_owners_removed_live_ones_kept(reference, cache, tmp_path):
+def test_leftovers_of_this_run_go_whatever_their_pid_others_only_when_their_owner_is_gone(cache, tmp_path):
+    """Holding a run's lock, every temporary entry of that run is an orphan (in it and beside it);
+    another run's entries beside it are not covered by that lock: removed when their owner is gone."""
     root = tmp_path / "runs"
     run = run_folder(root, "svm")
     run.mkdir(parents=True)
+    alive = subprocess.Popen(["sleep", "60"])
     dead = subprocess.Popen(["true"])
     dead.wait()   # its pid now names no process
-    gone = [run / f".svm.npz.tmp-{dead.pid}-abcdef", run.parent / f".x.tmp-{dead.pid}-abcdef"]
-    live = run / f".svm.npz.tmp-{os.getpid()}-abcdef"
-    for path in gone + [live]:
-        path.write_bytes(b"half")
-    train.run("svm", cache, root, preset="tiny", log=quiet)
-    assert not any(p.exists() for p in gone) and live.exists()
+    try:
+        with zombie() if HAS_PROC else contextlib.nullcontext(dead.pid) as undead:
+            for pid in (alive.pid, dead.pid, undead, os.getpid()):
+                (run / f".svm.npz.tmp-{pid}-abcdef").write_bytes(b"half")
+                (run.parent / f".{run.name}.partial-{pid}").mkdir()
+                (run.parent / f".r80-tiny-seed1.partial-{pid}").mkdir()
+            train.run("svm", cache, root, preset="tiny", log=quiet)
+            left = {p.name for p in run.parent.iterdir()}
+        assert left == {run.name, f".r80-tiny-seed1.partial-{alive.pid}", f".r80-tiny-seed1.partial-{os.getpid()}"}
+        assert verify_run(run).checksums and not [p for p in run.iterdir() if TEMP_RE.search(p.name)]
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+@pytest.mark.skipif(not HAS_PROC, reason="needs /proc to tell a zombie from a running process")
+def test_killed_run_left_unreaped_leaves_nothing_after_the_rerun(cache, reference, tmp_path):
+    root = tmp_path / "runs"
+    killed = run_all_process(cache, root, models="svm", kill_at="COMPLETE")
+    with unreaped(killed):
+        assert is_zombie(killed.pid) and any(TEMP_RE.search(p.name) for p in root.rglob("*"))
+        assert not train.run("svm", cache, root, preset="tiny", log=quiet)["skipped"]
+        finished_only(root)
+    same_predictions(run_folder(root, "svm"), run_folder(reference[0], "svm"))
+
+
+@pytest.mark.parametrize("model, kill_at", [
+    ("cnn1d_mel", "checkpoint.pt"),        # training
+    ("svm", "COMPLETE"),                   # sealing the new run
+    ("svm", "r80-tiny-seed0@swap"),        # between the two renames of the swap
+])
+def test_killed_forced_retrain_leaves_the_old_run_or_the_new_one(model, kill_at, reference, cache, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(reference[0], root)
+    run = run_folder(root, model)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    p = run_all_process(cache, root, models=model, kill_at=kill_at, args=("--force",))
+    p.communicate()
+    assert p.returncode == -signal.SIGKILL
+    if kill_at.endswith("@swap"):   # the old run set aside, the new one complete beside it
+        aside = {q.name for q in run.parent.iterdir() if TEMP_RE.search(q.name)}
+        assert not run.exists() and aside == {f".{run.name}.old-{p.pid}", f".{run.name}.partial-{p.pid}"}
+    else:                           # until the new run is complete, the old one is there, whole
+        assert {q.name: q.read_bytes() for q in run.iterdir()} == before and verify_run(run).checksums
+    # the next run_all.py (here without --force) finds the old run, or mends the swap to the new one
+    assert train.run(model, cache, root, preset="tiny", threads=2, log=quiet)["skipped"]
+    assert kill_at.endswith("@swap") or {q.name: q.read_bytes() for q in run.iterdir()} == before
+    same_predictions(run, run_folder(reference[0], model))
+    finished_only(root)
 
 
 # ---- 3. two at once ---------------------------------------------------------------------------------
@@ -300,9 +348,10 @@ def test_second_waits_for_the_lock_saying_so_then_reuses(cache, reference, tmp_p
 
 # ---- 4. disk full, read-only, no permission ---------------------------------------------------------
 
+@pytest.mark.parametrize("args", [("--seed", "1"), ("--force",)])   # a new run; a retrain of a complete one
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
-def test_write_fault_one_line_no_partial_files_previous_runs_kept(code, reference, cache, tmp_path, monkeypatch,
-                                                                  capsys):
+def test_write_fault_one_line_no_partial_files_previous_runs_kept(code, args, reference, cache, tmp_path,
+                                                                  monkeypatch, capsys):
     from features import atomic_write
     from models import svm
 
@@ -318,11 +367,13 @@ def test_write_fault_one_line_no_partial_files_previous_runs_kept(code, referenc
 
     monkeypatch.setattr(svm, "atomic_write", failing)
     monkeypatch.setattr(run_all, "ensure_features", lambda *a, **k: cache)
-    rc = run_all.main(["--models", "svm", "--preset", "tiny", "--seed", "1", "--runs", str(root)])
+    rc = run_all.main(["--models", "svm", "--preset", "tiny", "--runs", str(root), *args])
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and line.startswith(f"error: {root}") and f"runs folder {root}" in line
     assert run_all.WRITE_FIXES[code] in line
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before   # nothing partial, nothing lost
+    assert not [p for p in root.rglob("*") if TEMP_RE.search(p.name)]
+    assert verify_run(run_folder(root, "svm")).checksums
 
 
 def test_read_only_runs_folder_serves_complete_runs(reference, cache, tmp_path, monkeypatch, capsys):

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -201,14 +202,20 @@ def test_torch_run_folder_resume_skip_force(tmp_path, fake_cache):
     again = train.run("cnn1d_mel", fake_cache, runs, preset="tiny", threads=2, force=True, log=log)
     assert not again["skipped"] and again["test"] == r["test"]
 
-    # interrupted after epoch 1 -> resumes from the checkpoint and ends where an uninterrupted run ends
+    # interrupted after epoch 1 -> resumes from the checkpoint and ends where an uninterrupted run ends;
+    # a --force retrain interrupted leaves the complete run as it was
     def stop_after_first_epoch(line):
         if "epoch 1/" in line:
             raise KeyboardInterrupt
 
+    complete = {f.name: f.read_bytes() for f in d.iterdir()}
     with pytest.raises(KeyboardInterrupt):
         train.run("cnn1d_mel", fake_cache, runs, preset="tiny", threads=2, force=True,
                   log=stop_after_first_epoch)
+    assert {f.name: f.read_bytes() for f in d.iterdir()} == complete and sorted(d.parent.iterdir()) == [d]
+    shutil.rmtree(d)
+    with pytest.raises(KeyboardInterrupt):
+        train.run("cnn1d_mel", fake_cache, runs, preset="tiny", threads=2, log=stop_after_first_epoch)
     assert (d / "checkpoint.pt").exists() and not (d / "COMPLETE").exists()
     assert not [f.name for f in d.iterdir() if f.name.startswith(".")]  # no temporary files left
     lines.clear()
