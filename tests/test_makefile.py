@@ -29,9 +29,11 @@ def make_n(folder: Path, gpu: bool, *args) -> subprocess.CompletedProcess:
     fake.mkdir(exist_ok=True)
     (fake / "nvidia-smi").write_text(NVIDIA_SMI[gpu])
     (fake / "nvidia-smi").chmod(0o755)
-    env = {**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(["make", "-n", "setup", *args], cwd=folder, env=env, capture_output=True, text=True,
-                          timeout=60)
+    # not a sub-make of `make test` (CI runs the tests under make): no inherited flags or directory lines
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    env["PATH"] = f"{fake}{os.pathsep}{os.environ['PATH']}"
+    return subprocess.run(["make", "--no-print-directory", "-n", "setup", *args], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=60)
 
 
 def install_line(out: str) -> str:
