@@ -255,17 +255,8 @@ def mel_db(y, sr=22050, n_fft=2048, hop_length=512, n_mels=128, fmin=0.0, fmax=N
 
     Parameters
     ----------
-    y : np.ndarray
-        (n_samples,) one clip or (n_clips, n_samples) a batch; float32, or float64 (rounded to
-        float32 first). Non-empty, finite, |y| <= 1e12.
-    sr : float
-        Sample rate in Hz.
-    n_fft, hop_length : int
-        Frame length and hop in samples.
-    n_mels : int
-        Number of mel bands.
-    fmin, fmax : float
-        Band edges in Hz; ``fmax=None`` means ``sr / 2``.
+    y, sr, n_fft, hop_length, n_mels, fmin, fmax
+        As in `mel_power`.
     ref : float
         Reference power (0 dB); its absolute value is used, as in librosa.
     amin : float
