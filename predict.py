@@ -234,35 +234,37 @@ def load_member(run_dir: Path, runs_root: Path) -> Member:
     return Member(name, config, "probability", _torch_scorer(run_dir, config, module))
 
 
-def _svm_scorer(run_dir: Path, config: dict, module):
-    from features import images
-
-    path = run_dir / "svm.npz"
+def _load_arrays(run_dir: Path, config: dict, module, name: str, problem_of) -> dict:
+    """The arrays of ``<run_dir>/<name>`` (``module.load``: np.load without pickles, so no code runs),
+    checked by ``problem_of(params)`` (None when usable); UsageError naming the file and the retrain."""
+    path = run_dir / name
     try:
-        params = module.load(path)  # np.load without pickles: no code runs
+        params = module.load(path)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise UsageError(f"{path}: unreadable ({' '.join(str(err).split())}); retrain: "
                          f"`{repair_command(run_dir, config)}`") from None
-    view = config["features"]["view"]
-    width, height = images.VIEWS.get(str(view)[3:], (0, 0))
-    problem = _svm_problem(params, len(config["classes"]), width * height * 3)
+    problem = problem_of(params)
     if problem:
         raise UsageError(f"{path}: {problem}, not a model of this run; retrain: `{repair_command(run_dir, config)}`")
+    return params
+
+
+def _svm_scorer(run_dir: Path, config: dict, module):
+    from features import images
+
+    view = config["features"]["view"]
+    width, height = images.VIEWS.get(str(view)[3:], (0, 0))
+    params = _load_arrays(run_dir, config, module, "svm.npz",
+                          lambda p: _svm_problem(p, len(config["classes"]), width * height * 3))
     return lambda features: (module.decision_scores(params, features.view(view)[None])[0], 1.0)
 
 
 def _head_scorer(run_dir: Path, config: dict, module):
     """A head on the backbone's features (``models/best.py``): the mean of a window's patch features,
     weighted by its patch count when windows are averaged."""
-    path, embedder = run_dir / "head.npz", pretrained()
-    try:
-        params = module.load(path)  # np.load without pickles: no code runs
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise UsageError(f"{path}: unreadable ({' '.join(str(err).split())}); retrain: "
-                         f"`{repair_command(run_dir, config)}`") from None
-    problem = module.params_problem(params, len(config["classes"]), embedder.n_features)
-    if problem:
-        raise UsageError(f"{path}: {problem}, not a model of this run; retrain: `{repair_command(run_dir, config)}`")
+    embedder = pretrained()
+    params = _load_arrays(run_dir, config, module, "head.npz",
+                          lambda p: module.params_problem(p, len(config["classes"]), embedder.n_features))
 
     def score(features):
         x = features.embedding(embedder)

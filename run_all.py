@@ -2,9 +2,10 @@
 
 Brings the feature cache up to date for the arrays the chosen models read
 (``features.cache.ensure_features``, with the pretrained musicnn network for ``best``'s features; with
-no data named and none found it falls back to the synthetic genre set, loudly), then trains each model with ``models.train.run`` on its split (``--split``, or
-``--folds K``; ``best`` and ``patchcnn`` without either: ``r80``, then ``all`` for ``predict.py``) and
-prints one line per epoch and a final table beside the report's figures. Each run is a folder
+no data named and none found it falls back to the synthetic genre set, loudly), then trains each model
+with ``models.train.run`` on its split (``--split``, or ``--folds K``; ``best`` and ``patchcnn`` without
+either: ``r80``, then ``all`` for ``predict.py``) and prints one line per epoch and a final table beside
+the report's figures. Each run is a folder
 ``<runs>/<data>/<model>/<split>-<preset>-seed<k>/``; a complete run is skipped, an interrupted one resumes.
 
 Presets

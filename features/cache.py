@@ -514,6 +514,7 @@ def _compute(tracks, names, config, wave_dtype, write, mel_source, jobs, progres
     views = tuple(view_name(n) for n in names if view_name(n))
     need_mel = "mel_db" in names or (views and mel_source is None)
     embed = embedder is not None and embedder.name in names
+    width = _shapes(config, wave_dtype, embedder)[embedder.name][0][0] if embed else None  # patches per row
     decode = need_mel or embed or {"wave", "lengths"} & set(names)
     status, kept = [], []
     timings = dict.fromkeys(("decode", "mel", "images", "embed", "write"), 0.0)
@@ -556,7 +557,6 @@ def _compute(tracks, names, config, wave_dtype, write, mel_source, jobs, progres
                     out.update({f"img{v}": np.stack([m[v] for m in made]) for v in views})
                 t3 = time.perf_counter()
                 if embed:
-                    width = _shapes(config, wave_dtype, embedder)[embedder.name][0][0]
                     out[embedder.name] = _embed(embedder, y, out["lengths"], config.sr, width)
                 t4 = time.perf_counter()
                 write(rows, {n: out[n] for n in names})

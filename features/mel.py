@@ -275,10 +275,8 @@ def mel_db(y, sr=22050, n_fft=2048, hop_length=512, n_mels=128, fmin=0.0, fmax=N
 
     Raises
     ------
-    ValueError
-        Empty, non-finite, huge or wrongly shaped ``y``, or a parameter out of range.
-    TypeError
-        ``y`` is not a float32 or float64 array.
+    ValueError, TypeError
+        As `mel_power`; ValueError also for ``amin`` or ``top_db`` out of range.
     """
     _check_db_params(amin, top_db)
     ref_db = _DB_PER_NEPER * math.log(max(float(amin), abs(float(ref))))

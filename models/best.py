@@ -57,7 +57,7 @@ import warnings
 
 import numpy as np
 
-from features import atomic_write
+from .svm import load, save  # noqa: F401  (the same plain-array .npz files, no pickles)
 
 ABSENT = -1e9  # log-probability of a class with no training clip
 
@@ -241,13 +241,3 @@ def params_problem(params: dict, n_classes: int, n_features: int):
         return "non-finite weights"
     return None
 
-
-def save(path, params: dict) -> None:
-    """Write ``params`` (from ``fit``) to an ``.npz`` file atomically."""
-    atomic_write(path, lambda f: np.savez(f, **params))
-
-
-def load(path) -> dict:
-    """Read the arrays written by ``save`` (no pickles: no code runs)."""
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
