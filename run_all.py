@@ -32,23 +32,18 @@ tiny    for tests: 2 epochs, small batches.
 """
 
 import argparse
-import errno
 import sys
 
-from features import backbone
 from features.cache import CacheError, ensure_features
 from features.dataset import DataError
-from models import DEFAULT_MODELS, REPORTED, RUN_NAMES
+from features.files import write_advice
+from models import DEFAULT_MODELS, REGISTRY, REPORTED
+from models.family import ModelError, family_of
 from models.hparams import PRESETS, SPLITS, fold_split, is_split
-from models.runfiles import RunError
-from models.train import TrainError, default_preset, inputs, run, settings
+from models.runs import RunError
+from models.splits import TrainError
+from models.train import default_preset, inputs, run, settings
 
-# What to do when a write fails with this errno; the file and folder are named in the same line.
-WRITE_FIXES = {errno.ENOSPC: "free space on its disk or pass --runs DIR on another",
-               errno.EFBIG: "raise the file size limit (ulimit -f) or pass --runs DIR elsewhere",
-               errno.EROFS: "the folder is read-only: pass --runs DIR on a writable disk",
-               errno.EACCES: "no permission: make the folder writable or pass --runs DIR",
-               errno.EPERM: "no permission: make the folder writable or pass --runs DIR"}
 DEPLOYED = ("best", "patchcnn")  # models that also train the `all` run (what predict.py uses) when no split is given
 
 
@@ -93,7 +88,7 @@ def _split(name: str) -> str:
 def os_error_line(err: OSError, runs) -> str:
     """One line for a failed read or write: the file, the runs folder, what to do, and that runs are kept."""
     where = err.filename or runs
-    fix = WRITE_FIXES.get(err.errno, "check the folder")
+    fix = write_advice(err, "--runs DIR")
     return (f"{where}: {err.strerror or err} (runs folder {runs}); {fix}, then run the same command again "
             f"(finished runs and epochs are kept)")
 
@@ -102,7 +97,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                   help=f"comma-separated, from {', '.join(RUN_NAMES)}; default {','.join(DEFAULT_MODELS)}")
+                   help=f"comma-separated, from {', '.join(REGISTRY)}; default {','.join(DEFAULT_MODELS)}")
     p.add_argument("--preset", choices=PRESETS, default=None,
                    help=f"default: {default_preset()} here (report on a GPU, quick on a CPU)")
     p.add_argument("--split", type=_split, help=f"{', '.join(SPLITS)} or one fold k<K>f<i>; "
@@ -130,19 +125,21 @@ def parse_args(argv):
 
 
 def pretrained_embedder(hps: dict, named: bool):
-    """(embedder, models left) for the chosen models: the musicnn network when one of them reads its
-    features. Without its weights those models are dropped with one line, so the others still run;
-    that is an error (None) only when they were named with ``--models``."""
-    if not any(hp.view == backbone.NAME for hp in hps.values()):
-        return None, list(hps)
-    from models import musicnn, tfbundle
-
-    try:
-        return musicnn.embedder(), list(hps)
-    except (musicnn.BackboneMissing, tfbundle.BundleError) as err:
-        needing = [m for m, hp in hps.items() if hp.view == backbone.NAME]
-        print(f"{'error' if named else 'note'}: {', '.join(needing)} skipped: {err}", file=sys.stderr, flush=True)
-        return None, (None if named else [m for m in hps if m not in needing])
+    """(embedder, models left) for the chosen models: the pretrained network that one of them reads
+    features of (one at most). Without its weights those models are dropped with one line, so the
+    others still run; that is an error (None) only when they were named with ``--models``."""
+    embedder, needing, problem = None, [], None
+    for model, hp in hps.items():
+        try:
+            found = family_of(model).embedder(hp)
+        except ModelError as err:
+            found, problem = None, err
+            needing.append(model)
+        embedder = embedder or found
+    if not needing:
+        return embedder, list(hps)
+    print(f"{'error' if named else 'note'}: {', '.join(needing)} skipped: {problem}", file=sys.stderr, flush=True)
+    return embedder, (None if named else [m for m in hps if m not in needing])
 
 
 def main(argv=None) -> int:
@@ -154,7 +151,7 @@ def main(argv=None) -> int:
         embedder, models = pretrained_embedder(hps, named=args.models != ",".join(DEFAULT_MODELS))
         if not models:
             return 1
-        arrays = ("labels",) + tuple(a for m in models for a in inputs(hps[m]))
+        arrays = ("labels",) + tuple(a for m in models for a in inputs(m, hps[m]))
         cache_dir = ensure_features(args.data, args.cache, arrays=arrays, synthetic=args.synthetic, log=print,
                                     embedder=embedder)
         if preset != "report":

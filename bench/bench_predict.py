@@ -42,17 +42,14 @@ def default_models() -> list:
 
 def train_tiny(models: list, tmp: Path) -> Path:
     """Tiny ``all`` runs of ``models`` on a synthetic set (3 clips of 5 s per genre); the runs root."""
-    from features import backbone
     from features.cache import ensure_features
     from models import train
+    from models.family import family_of
 
     data = synth.write_dataset(tmp / "synthetic", n_per_class=3, duration=5.0)
-    arrays = ("labels",) + tuple(a for m in models for a in train.inputs(train.settings(m, "tiny")[1]))
-    embedder = None
-    if backbone.NAME in arrays:
-        from models import musicnn
-
-        embedder = musicnn.embedder()
+    hps = {m: train.settings(m, "tiny")[1] for m in models}
+    arrays = ("labels",) + tuple(a for m in models for a in train.inputs(m, hps[m]))
+    embedder = next((e for e in (family_of(m).embedder(hps[m]) for m in models) if e is not None), None)
     cache_dir = ensure_features(data, cache_root=tmp / "cache", arrays=arrays, progress=False, embedder=embedder)
     for m in models:
         train.run(m, cache_dir, runs_root=tmp / "runs", split="all", preset="tiny", log=lambda line: None)

@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from features import usable_cpus  # noqa: E402
-from models import svm, train  # noqa: E402
+from models import loop, svm, train  # noqa: E402
 
 TORCH_MODELS = ("cnn1d_raw", "cnn1d_mel", "cnn2d", "lstm")
 N_CLIPS = 1000  # GTZAN
@@ -45,7 +45,7 @@ def train_rate(name: str, batch: int, steps: int, rng, channels_last=None) -> fl
     times = []
     for _ in range(steps + 1):
         t0 = time.perf_counter()
-        loss = train._nll(train._log_probs(net(transform(x_np)), hp.loss), y)
+        loss = loop._loss(loop._log_probs(net(transform(x_np)), hp.loss), y, None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -15,7 +15,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from features import atomic_write  # noqa: E402
+from features.files import atomic_write  # noqa: E402
 SCRIPTS = ("bench_mel.py", "bench_features.py", "bench_musicnn.py", "bench_train.py", "bench_predict.py",
            "bench_pool.py")
 

@@ -4,9 +4,6 @@ project's file transactions."""
 import os
 from pathlib import Path
 
-from .files import (KILL_ENV, TEMP_RE, atomic_write, finish_replace, kill_point, owner_alive,  # noqa: F401  TEMPORARY
-                    remove_orphans, replace_folder, temp_name)
-
 
 def usable_cpus() -> int:
     """Cores this process may use: its CPU affinity, capped by a cgroup (container) CPU quota.

@@ -15,9 +15,9 @@
                     config, versions, per-file status, timings
 
 Rows are the files that decode and last at least ``MIN_SECONDS``; the others are skipped with a
-one-line warning and recorded in the manifest. A clip of up to ``LONG_SECONDS`` keeps its first 30 s
-(GTZAN's clips run to 30.37 s and the report used their first 30 s); a longer file (a whole song)
-keeps its central 30 s, since a song's opening is often an intro unlike the rest of it.
+one-line warning and recorded in the manifest. Each row is computed by ``features.clips``, the code
+that also turns a file into model inputs for ``predict.py``: its 30-s window (the first 30 s of a clip
+of up to ``LONG_SECONDS``, the central 30 s of a longer one), dB mel, image views and embedding.
 
 Fingerprints. The rows' fingerprint covers the data (each file's relative path, size and mtime),
 the minimum length, and the code versions that decide which files decode (``audio.VERSION``,
@@ -56,18 +56,20 @@ What is checked, when. At write time the manifest records a crc32 of every file 
 Interruptions. Every file is written under a temporary name owned by this process and renamed into
 place when complete, the manifest last. ``ensure_features`` holds a file lock while it checks and
 builds, so a second builder waits, then finds the first one's work current. Holding it, it first
-mends a whole rebuild killed between its two renames (``features.finish_replace``) and removes every
-temporary entry of its cache, whatever the pid in its name (a killed builder may be an unreaped
-zombie, or its pid reused), and other caches' entries whose owner is gone (``features.remove_orphans``).
+mends a whole rebuild killed between its two renames (``features.files.finish_replace``) and removes
+every temporary entry of its cache, whatever the pid in its name (a killed builder may be an unreaped
+zombie, or its pid reused), and other caches' entries whose owner is gone
+(``features.files.remove_orphans``).
 A write that fails (disk full, read-only, no permission, file size limit) removes its temporary
 files, leaves the previous cache as it was, and is reported in one line naming the folder and what
 to do.
+
+Run records. A run records the settings and code fingerprint of the array its model reads
+(``feature_record``); ``record_problem`` says when this code no longer computes those features.
 """
 
 import concurrent.futures
-import contextlib
 import dataclasses
-import errno
 import hashlib
 import json
 import os
@@ -75,39 +77,25 @@ import platform
 import shutil
 import sys
 import time
-import warnings
 import zlib
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from . import (atomic_write, audio, backbone, dataset, finish_replace, images, kill_point, mel, remove_orphans,
-               replace_folder, temp_name, usable_cpus)
+from . import audio, backbone, dataset, images, mel, usable_cpus
+from .clips import (LONG_SECONDS, MIN_SECONDS, FeatureConfig, config_from_record, decode, embed_clips, mel_db_of,
+                    views_of)
+from .files import (finish_replace, folder_lock, kill_point, remove_orphans, replace_folder, temp_name, write_advice,
+                    write_json)
 
 FORMAT = 2
-# Version of how this module turns decoded audio into rows (the window rule, the minimum length,
+# Version of how decoded audio becomes rows (``features.clips``: the window rule, the minimum length;
 # int16 storage): bump it with any change that alters the rows or the wave/lengths values.
 VERSION = 1
-MIN_SECONDS = 1.0  # shorter clips are skipped: under a second holds too little music to label
-LONG_SECONDS = 31.0  # longer clips keep their central 30 s rather than their first
 CHUNK = 32  # clips decoded and transformed together: bounds memory (~85 MB of float32 audio)
 DEFAULT_ARRAYS = ("labels", "lengths", "wave", "mel_db", "img400", "img360x120")
 HASH_CHUNK = 1 << 20  # bytes read and hashed per call: fits the CPU cache, amortises the call
-
-
-@dataclasses.dataclass(frozen=True)
-class FeatureConfig:
-    """The settings that decide the cached values (defaults: the report's settings)."""
-
-    sr: int = 22050
-    duration: float = 30.0  # seconds kept per clip: 661500 samples
-    n_fft: int = 2048
-    hop_length: int = 512
-    n_mels: int = 128
-    fmin: float = 0.0
-    fmax: float = None  # None: sr / 2
-    top_db: float = 80.0
 
 
 class CacheError(ValueError):
@@ -373,6 +361,56 @@ def code_fingerprint(name: str, config: FeatureConfig, embedder=None) -> str:
     return fingerprint(name, config, rows="", classes=(), embedder=embedder)
 
 
+def feature_record(view: str, manifest: dict) -> dict:
+    """What turns audio into a model's input, as a run records it for ``predict.py``.
+
+    Parameters
+    ----------
+    view : str
+        The array the model reads (``"img400"``, ``"mel_db"``, ``"musicnn"``, ...).
+    manifest : dict
+        The manifest of the cache it was trained from.
+
+    Returns
+    -------
+    dict
+        The cache's ``FeatureConfig`` fields, then ``view``, ``wave_scale`` (the factor of the cached
+        waveform's values), ``fingerprint`` (``code_fingerprint`` of ``view``: the code versions and
+        settings, no rows) and, for an embedding, ``network`` (its identity).
+    """
+    config = FeatureConfig(**manifest["config"])
+    network = manifest["arrays"].get(view, {}).get("network")  # an embedding's network, else None
+    return {**manifest["config"], "view": view, "wave_scale": manifest["wave"]["scale"],
+            "fingerprint": code_fingerprint(view, config, network), **({"network": network} if network else {})}
+
+
+def record_problem(record: dict, network=None):
+    """Why this code cannot compute the features a run recorded (``feature_record``); None when it can.
+
+    Parameters
+    ----------
+    record : dict
+        A run's feature record.
+    network : str, optional
+        The identity of the embedder this code would use (``Embedder.identity``), for a record of an
+        embedding; None for the other views.
+
+    Returns
+    -------
+    str or None
+        ``"trained on features this code no longer computes (fingerprint <recorded>, now <current>)"``
+        (``current`` None when the record holds settings this code does not know), or None.
+    """
+    recorded = record.get("fingerprint")
+    try:
+        current = code_fingerprint(record.get("view"), config_from_record(record), network)
+    except TypeError:  # settings this code does not know
+        current = None
+    if recorded == current:
+        return None
+    return f"trained on features this code no longer computes (fingerprint {recorded}, now {current})"
+
+
 def data_name(root: Path) -> str:
     """Name of a dataset folder for cache and run paths: the archive's own folders read as ``gtzan``."""
     root = Path(root).resolve()
@@ -434,66 +472,14 @@ def _all_pcm16(tracks, sr: int) -> bool:
     return True
 
 
-def window(y: np.ndarray, n_samples: int, sr: int) -> np.ndarray:
-    """The clip's 30-s window: the first ``n_samples`` (central ones beyond ``LONG_SECONDS``), zero-padded.
-
-    Parameters
-    ----------
-    y : np.ndarray, shape (n,)
-    n_samples : int
-    sr : int
-
-    Returns
-    -------
-    np.ndarray, shape (n_samples,), y's dtype
-    """
-    start = (len(y) - n_samples) // 2 if len(y) > LONG_SECONDS * sr else 0
-    y = y[start:start + n_samples]
-    return np.concatenate([y, np.zeros(n_samples - len(y), y.dtype)]) if len(y) < n_samples else y
-
-
-def _decode(track, config: FeatureConfig, wave_dtype):
-    """(window, true length in samples, note) of one track; window None when it is skipped."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            if wave_dtype == np.int16:  # the exact samples, 5x faster than a float decode
-                y = audio.load_pcm16(track.path, None)
-            else:
-                y = audio.load(track.path, sr=config.sr, duration=None)
-        except audio.AudioError as err:
-            return None, 0, str(err)
-    if len(y) < MIN_SECONDS * config.sr:
-        return None, len(y), f"{track.path}: {len(y) / config.sr:.2f} s long, under the {MIN_SECONDS:g}-s minimum"
-    n_samples = int(round(config.sr * config.duration))
-    return window(y, n_samples, config.sr), len(y), "; ".join(str(w.message) for w in caught) or "ok"
-
-
 def _shapes(config: FeatureConfig, wave_dtype, embedder=None) -> dict:
     """name -> (row shape, dtype) of every known array."""
-    n_samples = int(round(config.sr * config.duration))
+    n_samples = config.n_samples
     out = {"labels": ((), np.int64), "lengths": ((), np.int64), "wave": ((n_samples,), wave_dtype),
            "mel_db": ((config.n_mels, mel.n_frames(n_samples, config.n_fft, config.hop_length)), np.float32)}
     out.update({f"img{v}": ((h, w, 3), np.uint8) for v, (w, h) in images.VIEWS.items()})
     if embedder:
         out[embedder.name] = ((int(backbone.n_patches(n_samples, config.sr)), embedder.n_features), np.float32)
-    return out
-
-
-def _embed(embedder, waves, lengths, sr: int, width: int) -> np.ndarray:
-    """(n, width, n_features) float32: the embedding of each clip's patches, zero after its last.
-
-    ``waves`` are the clips' float32 windows, ``lengths`` their true lengths: only the samples of the
-    clip itself are cut into patches (a short clip's padding would make silent patches).
-    """
-    per_clip = [backbone.patches(y[:min(int(n), len(y))], sr) for y, n in zip(waves, lengths)]
-    features = embedder.embed(np.concatenate(per_clip))
-    out = np.zeros((len(waves), width, embedder.n_features), np.float32)
-    start = 0
-    for i, p in enumerate(per_clip):
-        k = min(len(p), width)
-        out[i, :k] = features[start:start + k]
-        start += len(p)
     return out
 
 
@@ -503,19 +489,81 @@ class _Pass(NamedTuple):
     timings: dict
 
 
+class _Plan(NamedTuple):
+    """What one pass computes, and from what."""
+
+    config: FeatureConfig
+    wave_dtype: type  # np.int16 or np.float32: how the files decode (``clips.decode``)
+    embedder: object  # features.backbone.Embedder, or None
+    mel_source: np.ndarray  # a current cached mel, row-aligned with the tracks, or None
+    views: tuple  # image views to make
+    mel: bool  # compute the dB mel (else the views come from ``mel_source``)
+    width: int  # patches per row of the embedding; None: no embedding
+    decode: bool  # decode the files (else only labels, and views from ``mel_source``)
+
+
+def _plan(names, config, wave_dtype, mel_source, embedder) -> _Plan:
+    """Decode only when a waveform, a length, a mel or an embedding must be computed."""
+    views = tuple(view_name(n) for n in names if view_name(n))
+    need_mel = "mel_db" in names or bool(views and mel_source is None)
+    embed = embedder is not None and embedder.name in names
+    width = _shapes(config, wave_dtype, embedder)[embedder.name][0][0] if embed else None  # patches per row
+    return _Plan(config, wave_dtype, embedder, mel_source, views, need_mel, width,
+                 bool(need_mel or embed or {"wave", "lengths"} & set(names)))
+
+
+def _decode_chunk(chunk, plan: _Plan, pool, status: list, bar) -> list:
+    """(track, window, length) of each track of ``chunk`` that becomes a row (window and length None
+    when nothing is decoded); appends each track's status to ``status``, its warning to ``bar``."""
+    loaded = (pool.map(lambda t: decode(t, plan.config, plan.wave_dtype), chunk) if plan.decode
+              else [(None, None, "ok")] * len(chunk))
+    good = []
+    for track, (y, n, note) in zip(chunk, loaded):
+        ok = y is not None or not plan.decode
+        status.append({"relpath": track.relpath, "status": "ok" if ok else "skipped", "note": note})
+        if ok:
+            good.append((track, y, n))
+        if note != "ok":
+            bar.write(f"warning: {'' if ok else 'skipped '}{note}", file=sys.stderr)
+    return good
+
+
+def _chunk_values(good: list, rows: slice, plan: _Plan, pool, timings: dict) -> dict:
+    """Array name -> values of the rows ``rows`` (the tracks ``good``), computed by ``features.clips``
+    as ``predict.py`` computes a file's; adds the seconds of each step to ``timings``."""
+    t1 = time.perf_counter()
+    out = {"labels": np.array([t.label for t, _, _ in good], np.int64)}
+    if plan.decode:
+        wave = np.stack([y for _, y, _ in good])
+        out.update(wave=wave, lengths=np.array([n for _, _, n in good], np.int64))
+    if plan.mel or plan.width:  # int16 k -> k / 32768, exactly as audio.load() decodes 16-bit PCM
+        y = wave * np.float32(2.0 ** -15) if plan.wave_dtype == np.int16 else wave
+    if plan.mel:
+        S = out["mel_db"] = mel_db_of(y, plan.config)
+    elif plan.views:
+        S = plan.mel_source[rows]
+    t2 = time.perf_counter()
+    if plan.views:
+        made = list(pool.map(lambda s: views_of(s, plan.views, plan.config), S))
+        out.update({f"img{v}": np.stack([m[v] for m in made]) for v in plan.views})
+    t3 = time.perf_counter()
+    if plan.width:
+        out[plan.embedder.name] = embed_clips(plan.embedder, y, out["lengths"], plan.config.sr, plan.width)
+    timings["mel"] += t2 - t1
+    timings["images"] += t3 - t2
+    timings["embed"] += time.perf_counter() - t3
+    return out
+
+
 def _compute(tracks, names, config, wave_dtype, write, mel_source, jobs, progress, label, embedder=None) -> _Pass:
     """One pass over ``tracks`` computing the arrays ``names``; ``write(rows, {name: values})`` stores them.
 
-    Decodes only when a waveform, a length, a mel or an embedding must be computed; image views come
-    from ``mel_source`` (a current cached mel, row-aligned with ``tracks``) when it is given.
+    Image views come from ``mel_source`` (a current cached mel, row-aligned with ``tracks``) when it is
+    given and the mel itself is not to be computed.
     """
     from tqdm import tqdm
 
-    views = tuple(view_name(n) for n in names if view_name(n))
-    need_mel = "mel_db" in names or (views and mel_source is None)
-    embed = embedder is not None and embedder.name in names
-    width = _shapes(config, wave_dtype, embedder)[embedder.name][0][0] if embed else None  # patches per row
-    decode = need_mel or embed or {"wave", "lengths"} & set(names)
+    plan = _plan(names, config, wave_dtype, mel_source, embedder)
     status, kept = [], []
     timings = dict.fromkeys(("decode", "mel", "images", "embed", "write"), 0.0)
     bar = tqdm(total=len(tracks), unit="clip", desc=f"features {label}", disable=not progress,
@@ -524,46 +572,14 @@ def _compute(tracks, names, config, wave_dtype, write, mel_source, jobs, progres
         for start in range(0, len(tracks), CHUNK):
             chunk = tracks[start:start + CHUNK]
             t0 = time.perf_counter()
-            loaded = (pool.map(lambda t: _decode(t, config, wave_dtype), chunk) if decode
-                      else [(None, None, "ok")] * len(chunk))
-            good = []
-            for track, (y, n, note) in zip(chunk, loaded):
-                ok = y is not None or not decode
-                status.append({"relpath": track.relpath, "status": "ok" if ok else "skipped", "note": note})
-                if ok:
-                    good.append((track, y, n))
-                if note != "ok":
-                    bar.write(f"warning: {'' if ok else 'skipped '}{note}", file=sys.stderr)
-            t1 = time.perf_counter()
-            timings["decode"] += t1 - t0
+            good = _decode_chunk(chunk, plan, pool, status, bar)
+            timings["decode"] += time.perf_counter() - t0
             if good:
                 rows = slice(len(kept), len(kept) + len(good))
-                out = {"labels": np.array([t.label for t, _, _ in good], np.int64)}
-                if decode:
-                    wave = np.stack([y for _, y, _ in good])
-                    out.update(wave=wave, lengths=np.array([n for _, _, n in good], np.int64))
-                # int16 k -> k / 32768, exactly as audio.load() decodes 16-bit PCM
-                if need_mel or embed:
-                    y = wave * np.float32(2.0 ** -15) if wave_dtype == np.int16 else wave
-                if need_mel:
-                    S = out["mel_db"] = mel.mel_db(y, sr=config.sr, n_fft=config.n_fft,
-                                                   hop_length=config.hop_length, n_mels=config.n_mels,
-                                                   fmin=config.fmin, fmax=config.fmax, top_db=config.top_db)
-                else:
-                    S = None if not views else mel_source[rows]
-                t2 = time.perf_counter()
-                if views:
-                    made = list(pool.map(lambda s: images.image_views(s, views, config.top_db), S))
-                    out.update({f"img{v}": np.stack([m[v] for m in made]) for v in views})
-                t3 = time.perf_counter()
-                if embed:
-                    out[embedder.name] = _embed(embedder, y, out["lengths"], config.sr, width)
+                out = _chunk_values(good, rows, plan, pool, timings)
                 t4 = time.perf_counter()
                 write(rows, {n: out[n] for n in names})
                 kept.extend(t for t, _, _ in good)
-                timings["mel"] += t2 - t1
-                timings["images"] += t3 - t2
-                timings["embed"] += t4 - t3
                 timings["write"] += time.perf_counter() - t4
             bar.update(len(chunk))
     bar.close()
@@ -605,8 +621,7 @@ def _array_entries(manifest, checksums: dict, config, shapes, n_rows, embedder=N
 
 
 def _write_manifest(folder: Path, manifest: dict) -> None:
-    manifest = {**manifest, "checksum": _manifest_checksum(manifest)}
-    atomic_write(folder / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    write_json(folder / "manifest.json", {**manifest, "checksum": _manifest_checksum(manifest)})
 
 
 def _writer(out: dict):
@@ -777,51 +792,11 @@ def _with_rows(arrays, embedder=None) -> tuple:
     return names
 
 
-# What to do when the cache cannot be written, by errno
-_ADVICE = {errno.ENOSPC: "the disk is full: free some space, or pass --cache DIR on another disk",
-           errno.EDQUOT: "the disk quota is used up: free some space, or pass --cache DIR on another disk",
-           errno.EROFS: "the file system is read-only: pass --cache DIR on a writable disk",
-           errno.EACCES: "no permission to write there: make it writable, or pass --cache DIR",
-           errno.EPERM: "no permission to write there: make it writable, or pass --cache DIR",
-           errno.EFBIG: "a file would exceed the file size limit (ulimit -f): raise it, or pass --cache DIR"}
-_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
-
-
 def write_error(cache_dir, err: OSError) -> CacheError:
     """The one-line error for an ``OSError`` met writing ``cache_dir``: the folder and what to do."""
-    advice = _ADVICE.get(err.errno, "check the disk, or pass --cache DIR elsewhere")
     where = f"; {err.filename}" if err.filename else ""
-    return CacheError(f"{cache_dir}: cannot write the feature cache ({err.strerror or err}{where}); {advice}")
-
-
-@contextlib.contextmanager
-def _lock(path: Path):
-    """Hold an exclusive lock on ``path`` (one builder per cache); says so when another holds it.
-
-    Yields True once held, False where nothing can be locked (Windows, or a folder nobody can write).
-    """
-    try:
-        import fcntl
-    except ImportError:  # Windows: no locking; do not run two builders at once there
-        yield False
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        f = open(path, "a")
-    except OSError as err:
-        if err.errno not in _NOT_WRITABLE:
-            raise
-        f = None
-    if f is None:  # nobody can write here, so there is no builder to take turns with: a current cache reads
-        yield False
-        return
-    with f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"{path.parent}: another process is building this cache; waiting for it", file=sys.stderr)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        yield True
+    return CacheError(f"{cache_dir}: cannot write the feature cache ({err.strerror or err}{where}); "
+                      f"{write_advice(err, '--cache DIR')}")
 
 
 def locate_data(data=None, synthetic=20):
@@ -843,7 +818,10 @@ def locate_data(data=None, synthetic=20):
 
 def _bring_up_to_date(root, cache_dir: Path, names, force, config, jobs, progress, embedder):
     """Under the cache's lock, rebuild what is stale or damaged; returns what was (None: everything)."""
-    with _lock(cache_dir.with_name(f".{cache_dir.name}.lock")) as locked:
+    def waiting():
+        _note(f"{cache_dir.parent}: another process is building this cache; waiting for it")
+
+    with folder_lock(cache_dir, waiting, keep_file=True) as locked:
         if locked:
             finish_replace(cache_dir)
         remove_orphans(cache_dir, locked)

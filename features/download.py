@@ -17,7 +17,6 @@ Any failure (offline, HTTP error, cut transfer, unsafe archive, MD5 mismatch) pr
 line, including where to put the data by hand, and exits 1. Only urllib is used.
 """
 import argparse
-import hashlib
 import http.client
 import os
 import re
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 from features.dataset import (DEFAULT_DATA, INDEX_PATH, REPO, WHERE_TO_PUT, DataError,
                               extract_archive, find_data, load_index, resolve_root, verify)
+from features.files import sha256_file
 
 DEFAULT_URL = "https://huggingface.co/datasets/marsyas/gtzan/resolve/main/data/genres.tar.gz"
 # Pinned by a public project for the Hugging Face copy; see ../shared/data/README.md.
@@ -125,12 +125,6 @@ def fetch(url, part, timeout=30.0, progress=None):
     return received
 
 
-def sha256sum(path):
-    """SHA-256 hex digest of a file's bytes."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _summary(v):
     parts = [f"{len(v.verified)} verified"]
     for name in ("mismatched", "missing", "extra", "unverifiable"):
@@ -194,7 +188,7 @@ def download(url, dest, sha256=DEFAULT_SHA256, index_path=INDEX_PATH, timeout=30
                     raise
                 print(f"{e}; resuming ({attempt + 1}/{retries})", file=sys.stderr)
         os.replace(part, archive)
-    digest = sha256sum(archive)
+    digest = sha256_file(archive)
     if digest != sha256.lower():
         print(f"{archive}: SHA-256 {digest} is not the expected {sha256}; "
               f"the per-file MD5s decide", file=sys.stderr)

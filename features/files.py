@@ -1,13 +1,22 @@
 """File transactions shared by the cache and the run store: atomic writes, temporary entries named
-after their owner, removal of what killed processes left, folder swaps."""
+after their owner, removal of what killed processes left, folder swaps, the one folder lock, the
+advice for a failed write, and the sha256 of a file."""
 
 import contextlib
+import errno
 import glob
+import hashlib
+import json
 import os
 import re
 import shutil
 import signal
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so folders cannot be locked (README: use WSL)
+    fcntl = None
 
 # Temporary entries are named after their owner process, ``<name>.tmp-<pid>-<hex>``,
 # ``<name>.partial-<pid>`` or ``<name>.old-<pid>``, so a later run without the folder's lock can tell
@@ -16,6 +25,19 @@ TEMP_RE = re.compile(r"\.(?:tmp|partial|old)-(?P<pid>\d+)(?:-[0-9a-f]+)?$")
 # Tests only: a process whose environment names a file (a substring of its name) kills itself with
 # SIGKILL halfway through writing it, so every kill point can be exercised deterministically.
 KILL_ENV = "GTZAN_GENRE_KILL_AT"
+# errnos of a folder nobody can write (a read-only mount, no permission): a lock cannot be taken
+# there, and nothing needs one, since no process can change what is there
+NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+# What to do when a folder cannot be written, by errno; ``{option}`` names the command-line option
+# that puts the folder elsewhere (``--cache DIR``, ``--runs DIR``)
+_ADVICE = {errno.ENOSPC: "the disk is full: free some space, or pass {option} on another disk",
+           errno.EDQUOT: "the disk quota is used up: free some space, or pass {option} on another disk",
+           errno.EROFS: "the file system is read-only: pass {option} on a writable disk",
+           errno.EACCES: "no permission to write there: make it writable, or pass {option}",
+           errno.EPERM: "no permission to write there: make it writable, or pass {option}",
+           errno.EFBIG: "a file would exceed the file size limit (ulimit -f): raise it, or pass {option}"}
+_OTHER_ADVICE = "check the disk, or pass {option} elsewhere"
+_HASH_CHUNK = 1 << 22  # bytes hashed per read by sha256_file: model weights run to tens of MB
 
 
 def temp_name(path, kind: str = "tmp") -> Path:
@@ -50,6 +72,93 @@ def atomic_write(path, write) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json(path, obj) -> None:
+    """Write ``obj`` to ``path`` as indented JSON (``indent=1``, UTF-8, a final newline), atomically."""
+    text = json.dumps(obj, indent=1) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def sha256_file(path) -> str:
+    """Hex sha256 of a file's bytes, read 4 MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_advice(err: OSError, option: str) -> str:
+    """What to do about ``err``, met writing a folder that ``option`` (``"--cache DIR"``) can move."""
+    return _ADVICE.get(err.errno, _OTHER_ADVICE).format(option=option)
+
+
+@contextlib.contextmanager
+def folder_lock(folder, on_wait, keep_file: bool = False):
+    """Hold ``.<name>.lock`` beside ``folder`` (flock): one process at a time writes ``folder``.
+
+    Parameters
+    ----------
+    folder : path
+        The folder to lock (it may be missing); its parent is created.
+    on_wait : callable
+        Called (no arguments) once, before blocking, when another process holds the lock.
+    keep_file : bool
+        Leave the lock file in place on release (the cache's, which has always stayed beside it);
+        by default the holder removes it. Either way a process that got the lock on a file removed
+        meanwhile takes it again on the new one, so two never hold the same folder.
+
+    Yields
+    ------
+    bool
+        True once held; False where nothing can be locked (no ``fcntl``: Windows; or the parent is
+        read-only or not permitted, ``NOT_WRITABLE``): such a process can still read a complete folder.
+    """
+    folder = Path(folder)
+    path = folder.with_name(f".{folder.name}.lock")
+    waited = False
+    while (f := _open_lock(path)) is not None:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not waited:
+                on_wait()
+                waited = True
+            fcntl.flock(f, fcntl.LOCK_EX)
+        if _same_file(f, path):
+            break
+        f.close()
+    if f is None:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        if not keep_file:
+            path.unlink(missing_ok=True)
+        f.close()
+
+
+def _open_lock(path: Path):
+    """The lock file opened for appending, or None where nothing can be locked (see ``folder_lock``)."""
+    if fcntl is None:
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "a")
+    except OSError as err:
+        if err.errno not in NOT_WRITABLE:
+            raise
+        return None
+
+
+def _same_file(f, path: Path) -> bool:
+    """Whether the open file ``f`` is still the file at ``path`` (a releasing holder removes it)."""
+    try:
+        return os.path.samestat(os.fstat(f.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def owner_alive(name: str) -> bool:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import soundfile as sf
 
-from features import atomic_write
+from features.files import atomic_write
 from features.audio import SR
 from features.dataset import GENRES
 

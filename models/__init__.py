@@ -1,4 +1,4 @@
-"""The report's five models, what the report measured for each, and top-k accuracy.
+"""The models and their families (the registry), what the report measured, and top-k accuracy.
 
 ``REPORTED[(model, split)]`` is the report's (top-1, top-2, top-3) test accuracy in percent, ``None``
 where the report gives no figure. ``svm400`` is the report's SVM on the 400x400x3 image
@@ -9,8 +9,17 @@ This module imports no torch, so ``evaluate.py`` can use it cheaply.
 import numpy as np
 
 MODELS = ("cnn1d_raw", "cnn1d_mel", "cnn2d", "lstm", "svm")  # the report's five
-RUN_NAMES = MODELS + ("svm400", "best", "patchcnn")  # every model file run_all.py can train
 DEFAULT_MODELS = MODELS + ("best",)  # what run_all.py trains without --models
+
+# Every model run_all.py can train: name -> (its model file, its family). A family trains and loads
+# the runs of its models (models/family.py): "module:attribute" of its one object.
+REGISTRY = {
+    "cnn1d_raw": ("models.cnn1d_raw", "net"), "cnn1d_mel": ("models.cnn1d_mel", "net"),
+    "cnn2d": ("models.cnn2d", "net"), "lstm": ("models.lstm", "net"), "svm": ("models.svm", "svm"),
+    "svm400": ("models.svm400", "svm"), "best": ("models.best", "head"), "patchcnn": ("models.patchcnn", "net"),
+}
+FAMILIES = {"net": "models.nets:NETS", "svm": "models.svm:SVM", "head": "models.best:HEAD"}
+RUN_NAMES = tuple(REGISTRY)  # registering a model (a test's toy one) adds it to REGISTRY, read when used
 
 REPORTED = {
     ("cnn1d_raw", "r70"): (51, 65, 79),

@@ -50,13 +50,21 @@ port's features (``python bench/bench_pool.py``, the same folds; bench/RESULTS.m
 The average with the from-scratch CNN is not kept: +0.3 / +0.6 points, well within the noise, for
 13 min of CNN training at GTZAN's size (the head fits in about 20 s). Not tried here: fine-tuning
 the mid-end and back-end (a GPU job), overlapping patches.
+
+``HEAD`` is the family of heads on a pretrained backbone: it fits on the cached patch features and
+scores the mean of a window's patch features, weighted by its patch count when windows are averaged.
 """
 
 import dataclasses
+import time
 import warnings
 
 import numpy as np
 
+from features import backbone
+from features.dataset import track_id
+
+from .family import Fitted, ModelError, load_arrays
 from .svm import load, save  # noqa: F401  (the same plain-array .npz files, no pickles)
 
 ABSENT = -1e9  # log-probability of a class with no training clip
@@ -241,3 +249,58 @@ def params_problem(params: dict, n_classes: int, n_features: int):
         return "non-finite weights"
     return None
 
+
+class HeadFamily:
+    """The ``models.family.Family`` of heads on the pretrained musicnn backbone (``head.npz``)."""
+
+    key = "log_probs"
+
+    def files(self, hp) -> tuple:
+        return ("head.npz",)
+
+    def inputs(self, hp) -> tuple:
+        return (hp.view, "lengths")
+
+    def embedder(self, hp):
+        from . import musicnn, tfbundle
+
+        try:
+            return musicnn.embedder()
+        except (musicnn.BackboneMissing, tfbundle.BundleError) as err:
+            raise ModelError(str(err)) from None
+
+    def fit(self, module, hp, job) -> Fitted:
+        """C chosen by CV grouped by track inside the training part."""
+        data, split = job.data, job.split
+        arr = data.array(hp.view)
+        n_patches = backbone.n_patches(data.array("lengths"), data.manifest["config"]["sr"])
+        groups = [track_id(data.files[i]) for i in split.train]
+        t0 = time.perf_counter()
+        params, table = module.fit(arr[split.train], n_patches[split.train], data.labels[split.train], groups, hp,
+                                   n_classes=len(data.classes))
+        job.log(f"{job.label}: fitted on {len(split.train)} clips, C = {table['chosen']:g} by grouped CV "
+                f"({time.perf_counter() - t0:.1f} s)")
+        module.save(job.run_dir / "head.npz", params)
+        return Fitted(module.log_probs(params, arr[split.test], n_patches[split.test]), {"head_cv": table})
+
+    def scorer(self, module, run, embedder):
+        n_classes = len(run.config["classes"])
+        params = load_arrays(run, "head.npz", module.load,
+                             lambda p: module.params_problem(p, n_classes, embedder.n_features))
+        return _HeadScorer(module, params, embedder)
+
+
+HEAD = HeadFamily()
+
+
+class _HeadScorer:
+    """The head on the mean of a window's patch features, weighted by the window's patch count."""
+
+    per_block = True
+
+    def __init__(self, module, params, embedder):
+        self.module, self.params, self.embedder = module, params, embedder
+
+    def __call__(self, clip) -> tuple:
+        x = clip.embedding(self.embedder)
+        return self.module.log_probs(self.params, x[None], np.array([len(x)]))[0], float(len(x))

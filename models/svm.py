@@ -13,14 +13,19 @@ Speed, same model: the RBF Gram matrix is computed here with one BLAS matrix pro
 129600-dimensional doubles takes ~30x longer. Top-k uses the one-vs-rest decision scores of
 ``break_ties=True`` (so top-1 equals ``predict``). A fitted model is kept as plain arrays (``svm.npz``):
 the support vectors' uint8 pixels, dual coefficients and intercepts, which is all that scoring a new
-clip needs (``decision_scores``).
+clip needs (``decision_scores``). ``SVM`` is the family of this model and ``svm400``: it fits on the
+training rows and scores a window's image view.
 """
 
 import dataclasses
+import time
 
 import numpy as np
 
-from features import atomic_write
+from features import images
+from features.files import atomic_write
+
+from .family import Fitted, load_arrays
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,3 +149,73 @@ def load(path) -> dict:
     """Read the arrays written by ``save``."""
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
+
+
+def params_problem(params: dict, n_classes: int, n_values: int):
+    """What makes ``params`` unusable for an SVM of ``n_classes`` on ``n_values`` pixels, or None."""
+    keys = ("support_vectors", "dual_coef", "intercept", "n_support", "classes", "gamma")
+    if any(k not in params for k in keys):
+        return f"lacks {', '.join(k for k in keys if k not in params)}"
+    sv, coef, n_support, classes = (params[k] for k in ("support_vectors", "dual_coef", "n_support", "classes"))
+    m = len(classes) if classes.ndim == 1 else -1
+    shapes_ok = (sv.ndim == 2 and sv.shape[1] == n_values and sv.dtype == np.uint8
+                 and coef.shape == (m - 1, len(sv)) and params["intercept"].shape == (m * (m - 1) // 2,)
+                 and n_support.shape == (m,) and params["gamma"].size == 1)
+    # a string or structured array of the right shape would fail at the first file, with a traceback
+    kinds_ok = all(params[k].dtype.kind == "f" for k in ("dual_coef", "intercept", "gamma"))
+    if not kinds_ok or n_support.dtype.kind not in "iu":
+        return "dual coefficients, intercepts, gamma or support counts of the wrong type"
+    if not shapes_ok or m < 2 or n_support.sum() != len(sv) or (n_support < 0).any():
+        return f"support vectors {sv.shape}, dual coefficients {coef.shape} do not fit {n_values} pixels"
+    if classes.dtype.kind not in "iu" or classes.min() < 0 or classes.max() >= n_classes:
+        return f"classes outside 0..{n_classes - 1}"
+    if int(params.get("n_classes", n_classes)) != n_classes:
+        return f"{int(params['n_classes'])} classes, config.json names {n_classes}"
+    return None
+
+
+class SvmFamily:
+    """The ``models.family.Family`` of the report's SVMs: one fit, plain arrays in ``svm.npz``."""
+
+    key = "scores"
+
+    def files(self, hp) -> tuple:
+        return ("svm.npz",)
+
+    def inputs(self, hp) -> tuple:
+        return (hp.view,)
+
+    def embedder(self, hp):
+        return None
+
+    def fit(self, module, hp, job) -> Fitted:
+        arr, split, n_classes = job.data.array(hp.view), job.split, len(job.data.classes)
+        t0 = time.perf_counter()
+        params = module.fit(arr[split.train], job.data.labels[split.train], hp, n_classes=n_classes)
+        job.log(f"{job.label}: fitted on {len(split.train)} clips, {len(params['support_vectors'])} support "
+                f"vectors ({time.perf_counter() - t0:.1f} s)")
+        module.save(job.run_dir / "svm.npz", params)
+        scores = module.decision_scores(params, arr[split.test]) if len(split.test) else np.zeros((0, n_classes))
+        return Fitted(scores, {"n_support_vectors": int(len(params["support_vectors"]))})
+
+    def scorer(self, module, run, embedder):
+        view = run.config["features"]["view"]
+        width, height = images.VIEWS.get(str(view)[3:], (0, 0))
+        n_classes = len(run.config["classes"])
+        params = load_arrays(run, "svm.npz", module.load, lambda p: params_problem(p, n_classes, width * height * 3))
+        return _SvmScorer(module, params, view)
+
+
+SVM = SvmFamily()
+
+
+class _SvmScorer:
+    """The decision scores of a window's image view, weight 1."""
+
+    per_block = False
+
+    def __init__(self, module, params, view):
+        self.module, self.params, self.view = module, params, view
+
+    def __call__(self, clip) -> tuple:
+        return self.module.decision_scores(self.params, clip.view(self.view)[None])[0], 1.0

@@ -15,7 +15,7 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from features import audio, cache, images, mel, synth  # noqa: E402
+from features import audio, cache, clips, images, mel, synth  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "data" / "value_reference.npz"
 
@@ -35,11 +35,11 @@ def values(paths: dict) -> dict:
     out = {}
     for name, path in paths.items():
         y = audio.load(path, duration=None)
-        win = cache.window(y, audio.N_SAMPLES, 22050)
+        win = clips.window(y, audio.N_SAMPLES, 22050)
         out[f"{name}/load"] = y
         out[f"{name}/mel"] = mel.mel_db(win)
     S = out["pcm16/mel"]
-    out["pcm16/pcm"] = cache.window(audio.load_pcm16(paths["pcm16"], None), audio.N_SAMPLES, 22050)
+    out["pcm16/pcm"] = clips.window(audio.load_pcm16(paths["pcm16"], None), audio.N_SAMPLES, 22050)
     for view, img in images.image_views(S, tuple(images.VIEWS)).items():
         out[f"pcm16/img{view}"] = img
     return out

@@ -122,7 +122,7 @@ def test_fingerprints_are_read_by_runs_as_documented(setup):
     data, root, c = setup
     opened = cache.open_cache(c)
     hp = Hparams(view="mel_db", batch_size=1, lr=1e-3, optimizer="adam", max_epochs=1)
-    assert set(train.run_identity("x", "r80", "quick", 0, hp, opened)["inputs"]) == set(READS["mel model"])
+    assert set(train.run_identity("cnn1d_mel", "r80", "quick", 0, hp, opened)["inputs"]) == set(READS["mel model"])
 
 
 # ---- clips of any length ----------------------------------------------------------------------------

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features import KILL_ENV, TEMP_RE, __main__ as cli
-from features import cache, synth
+from features import __main__ as cli
+from features import cache, files, synth
+from features.files import KILL_ENV, TEMP_RE
 from tests.helpers import HAS_PROC, is_zombie, unreaped, zombie
 
 REPO = Path(__file__).resolve().parents[1]
@@ -207,7 +208,8 @@ def test_leftovers_of_this_cache_go_whatever_their_pid_others_only_when_their_ow
 def test_two_builders_take_turns_and_the_second_reuses_the_first(data, reference, tmp_path):
     root = tmp_path / "cache"
     logs = [(tmp_path / f"out{i}", tmp_path / f"err{i}") for i in range(2)]
-    with cache._lock(root / ".mini.lock"):  # both start while the cache is locked: both must wait
+    # both start while the cache is locked: both must wait
+    with files.folder_lock(root / "mini", lambda: None, keep_file=True):
         procs = []
         for out, err in logs:
             with open(out, "w") as o, open(err, "w") as e:
@@ -262,6 +264,7 @@ def test_read_only_cache_folder_serves_a_current_cache_and_says_what_to_do(data,
         return real_open(path, mode, *args, **kwargs)
 
     monkeypatch.setattr(cache, "open", read_only, raising=False)
+    monkeypatch.setattr(files, "open", read_only, raising=False)  # the cache's lock
     args = ["--data", str(data), "--cache", str(root), "--jobs", "1"]
     assert cli.main(args) == 0 and "current, nothing rebuilt" in capsys.readouterr().out
     before = stamps(cache_dir)

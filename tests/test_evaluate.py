@@ -14,6 +14,15 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import classification_report, top_k_accuracy_score
 
 import evaluate
+import evaluation.figures
+from evaluation.figures import plot_confusion, plot_curves
+from evaluation.groups import select_groups
+from evaluation.metrics import evaluate_group, mean_std
+from evaluation.pca import pca_scores
+from evaluation import find_runs
+from models.runs import load_history
+from evaluation.tables import format_group
+from models import rank_classes, top_k_accuracy
 
 GENRES = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
 THREE = ["drone", "field_rec", "spoken"]
@@ -122,7 +131,7 @@ def runs(tmp_path):
 @pytest.fixture
 def no_png(monkeypatch):
     """Figures built but not rendered, for tests about numbers and text: rendering is most of their time."""
-    monkeypatch.setattr(evaluate, "save_figure", lambda fig, path: Path(path))
+    monkeypatch.setattr(evaluation.figures, "save_figure", lambda fig, path: Path(path))
 
 
 def run_main(args, capsys):
@@ -137,9 +146,9 @@ def run_main(args, capsys):
 def test_top_k_hand_computed_with_ties():
     # The one tie test here; test_train.py checks top_k_accuracy against sklearn on random ties.
     for k, expected in HAND_TOPK.items():
-        assert evaluate.top_k_accuracy(HAND_LABELS, HAND_SCORES, k) == pytest.approx(expected)
+        assert top_k_accuracy(HAND_LABELS, HAND_SCORES, k) == pytest.approx(expected)
         assert top_k_accuracy_score(HAND_LABELS, HAND_SCORES, k=k, labels=range(10)) == pytest.approx(expected)
-    assert evaluate.rank_classes(HAND_SCORES)[:, 0].tolist() == HAND_PREDS
+    assert rank_classes(HAND_SCORES)[:, 0].tolist() == HAND_PREDS
 
 
 def test_log_probs_far_below_exp_range_rank_correctly(tmp_path):
@@ -153,7 +162,7 @@ def test_log_probs_far_below_exp_range_rank_correctly(tmp_path):
     assert top_k_accuracy_score(labels, np.exp(log_probs), k=2, labels=range(4)) == 0.0   # the trap
     write_run(tmp_path, "synthetic", "cnn2d", "r80", "quick", 0, log_probs, labels, classes=GENRES[:4],
               kind="log_probs")
-    r = evaluate.evaluate_group(evaluate.select_groups(evaluate.find_runs(tmp_path))[0])
+    r = evaluate_group(select_groups(find_runs(tmp_path))[0])
     assert r["score_kind"] == "log_probs"
     assert [r["topk_percent"][f"top{k}"]["mean"] for k in (1, 2, 3)] == [0.0, 100.0, 100.0]
 
@@ -162,23 +171,23 @@ def test_legacy_probs_read_like_log_probs(tmp_path):
     random_run(tmp_path / "new", 3, data="synthetic", model="cnn2d", split="r80", preset="quick", seed=0,
                kind="log_probs")
     random_run(tmp_path / "old", 3, data="synthetic", model="cnn2d", split="r80", preset="quick", seed=0)
-    new, old = (evaluate.evaluate_group(evaluate.select_groups(evaluate.find_runs(tmp_path / d))[0])
+    new, old = (evaluate_group(select_groups(find_runs(tmp_path / d))[0])
                 for d in ("new", "old"))
     assert (new["score_kind"], old["score_kind"]) == ("log_probs", "probs")
     assert new["topk_percent"] == old["topk_percent"] and new["confusion"] == old["confusion"]
 
 
 def test_mean_std_ddof1():
-    assert evaluate.mean_std([40.0, 50.0, 60.0]) == (50.0, 10.0)
-    assert evaluate.mean_std([42.0]) == (42.0, None)
-    mean, std = evaluate.mean_std([[0.0, 1.0], [1.0, 1.0]])
+    assert mean_std([40.0, 50.0, 60.0]) == (50.0, 10.0)
+    assert mean_std([42.0]) == (42.0, None)
+    mean, std = mean_std([[0.0, 1.0], [1.0, 1.0]])
     assert mean == [0.5, 1.0] and std == pytest.approx([np.sqrt(0.5), 0.0])
 
 
 def test_evaluate_group_hand_computed(tmp_path):
     write_run(tmp_path, "synthetic", "cnn2d", "r80", "quick", 0, HAND_SCORES, HAND_LABELS)
-    (group,) = evaluate.select_groups(evaluate.find_runs(tmp_path))
-    r = evaluate.evaluate_group(group)
+    (group,) = select_groups(find_runs(tmp_path))
+    r = evaluate_group(group)
     for k, expected in HAND_TOPK.items():
         assert r["topk_percent"][f"top{k}"] == {"mean": pytest.approx(100 * expected), "std": None,
                                                 "per_run": [pytest.approx(100 * expected)], "over": "seeds"}
@@ -199,18 +208,18 @@ def test_evaluate_group_hand_computed(tmp_path):
 
 def test_classification_report_text_is_sklearns_when_every_class_is_present(tmp_path):
     path = random_run(tmp_path, 4, data="synthetic", model="cnn2d", split="r80", preset="quick", seed=0)
-    r = evaluate.evaluate_group(evaluate.select_groups(evaluate.find_runs(tmp_path))[0])
+    r = evaluate_group(select_groups(find_runs(tmp_path))[0])
     with np.load(path / "predictions.npz") as z:
-        labels, preds = z["labels"], evaluate.rank_classes(z["probs"])[:, 0]
+        labels, preds = z["labels"], rank_classes(z["probs"])[:, 0]
     expected = classification_report(labels, preds, labels=range(10), target_names=GENRES, digits=2,
                                      zero_division=0)
     assert r["classification_report_text"] == expected
-    assert expected in evaluate.format_group(r) and "macro avg over the" not in evaluate.format_group(r)
+    assert expected in format_group(r) and "macro avg over the" not in format_group(r)
 
 
 def test_absent_classes_named_under_the_report(tmp_path):
     write_run(tmp_path, "synthetic", "cnn2d", "r80", "quick", 0, HAND_SCORES, HAND_LABELS)
-    text = evaluate.format_group(evaluate.evaluate_group(evaluate.select_groups(evaluate.find_runs(tmp_path))[0]))
+    text = format_group(evaluate_group(select_groups(find_runs(tmp_path))[0]))
     assert "macro avg over the 4 classes present in the test labels; absent: disco, hiphop, jazz, metal, pop, " \
            "reggae)" in text
     macro = next(l for l in text.splitlines() if l.strip().startswith("macro avg")).split()
@@ -220,25 +229,25 @@ def test_absent_classes_named_under_the_report(tmp_path):
 # ---------------------------------------------------------------------------------------------- runs
 
 def test_selection_pools_seeds_never_presets_or_data(runs, capsys):
-    all_runs = evaluate.find_runs(runs)
+    all_runs = find_runs(runs)
     assert not any(r.seed == 3 for r in all_runs)                         # incomplete: skipped
     (warning,) = capsys.readouterr().err.strip().splitlines()
     assert "r80-quick-seed3: no COMPLETE" in warning and "python run_all.py --models cnn2d --split r80" in warning
-    groups = {(g.model, g.split): g for g in evaluate.select_groups(all_runs)}
+    groups = {(g.model, g.split): g for g in select_groups(all_runs)}
     assert set(groups) == {("cnn1d_raw", "r70"), ("cnn2d", "r80"), ("svm", "r80")}   # newest data only
     cnn2d = groups[("cnn2d", "r80")]
     assert (cnn2d.data, cnn2d.preset, [r.seed for r in cnn2d.runs]) == ("synthetic", "quick", [0, 1, 2])
     assert cnn2d.other_presets == ["tiny"]
-    (tiny,) = evaluate.select_groups(all_runs, model="cnn2d", preset="tiny")
+    (tiny,) = select_groups(all_runs, model="cnn2d", preset="tiny")
     assert [r.seed for r in tiny.runs] == [0] and tiny.preset == "tiny"
-    (lstm,) = evaluate.select_groups(all_runs, data="gtzan")
+    (lstm,) = select_groups(all_runs, data="gtzan")
     assert (lstm.model, lstm.data, lstm.preset) == ("lstm", "gtzan", "report")
 
 
 def test_model_order_report_five_then_svm400_then_others(tmp_path):
     for i, model in enumerate(["best", "svm400", "svm", "lstm", "aardvark", "cnn1d_raw"]):
         random_run(tmp_path, i, data="synthetic", model=model, split="r80", preset="quick", seed=0)
-    groups = evaluate.select_groups(evaluate.find_runs(tmp_path))
+    groups = select_groups(find_runs(tmp_path))
     assert [g.model for g in groups] == ["cnn1d_raw", "lstm", "svm", "svm400", "aardvark", "best"]
 
 
@@ -247,13 +256,13 @@ def test_runs_on_other_features_are_set_aside(tmp_path):
                history=False, config_hash="old", created="2025-01-01T00:00:00")
     random_run(tmp_path, 1, data="synthetic", model="svm", split="r80", preset="quick", seed=1, kind="scores",
                history=False, config_hash="new", created="2025-02-01T00:00:00")
-    (group,) = evaluate.select_groups(evaluate.find_runs(tmp_path))
+    (group,) = select_groups(find_runs(tmp_path))
     assert [r.seed for r in group.runs] == [1] and group.set_aside == 1
 
 
 def test_several_seeds_mean_std_and_per_run(runs):
-    (group,) = evaluate.select_groups(evaluate.find_runs(runs), model="cnn2d")
-    r = evaluate.evaluate_group(group)
+    (group,) = select_groups(find_runs(runs), model="cnn2d")
+    r = evaluate_group(group)
     per_seed = []
     for run in group.runs:
         with np.load(run.path / "predictions.npz") as z:
@@ -297,12 +306,12 @@ def test_k_fold_incomplete_and_several_seeds(tmp_path, capsys, no_png):
     code, out, _ = run_main(["--runs", tmp_path / "a", "--out", tmp_path / "fig", "--all"], capsys)
     assert code == 0 and "| cnn1d_mel | k5 (3 of 5 folds (0, 1, 3))" in out
     paths = folds(tmp_path / "b", k=3, seeds=(0, 1))
-    (group,) = evaluate.select_groups(evaluate.find_runs(tmp_path / "b"))
-    top1, values = evaluate.evaluate_group(group)["topk_percent"]["top1"], per_run_top1(paths)
+    (group,) = select_groups(find_runs(tmp_path / "b"))
+    top1, values = evaluate_group(group)["topk_percent"]["top1"], per_run_top1(paths)
     fold_means = [np.mean(values[:3]), np.mean(values[3:])]
     assert top1["per_seed"] == pytest.approx(fold_means) and top1["over"].startswith("seeds")
     assert top1["std"] == pytest.approx(np.std(fold_means, ddof=1))
-    (one,) = evaluate.select_groups(evaluate.find_runs(tmp_path / "b"), split="k3f1")   # a single fold
+    (one,) = select_groups(find_runs(tmp_path / "b"), split="k3f1")   # a single fold
     assert [(r.seed, r.fold) for r in one.runs] == [(0, 1), (1, 1)]
 
 
@@ -352,7 +361,7 @@ def test_text_parses_back_to_the_json_numbers(runs, tmp_path, capsys, no_png):
 def test_json_round_trips(runs, tmp_path, capsys, no_png):
     _, out, _ = run_main(["--runs", runs, "--out", tmp_path / "fig", "--all", "--json"], capsys)
     payload = json.loads(out)
-    expected = [evaluate.evaluate_group(g) for g in evaluate.select_groups(evaluate.find_runs(runs))]
+    expected = [evaluate_group(g) for g in select_groups(find_runs(runs))]
     for got, want in zip(payload["groups"], expected):
         got = dict(got)
         assert got.pop("figures")
@@ -473,9 +482,9 @@ def test_monitor_column_drawn_and_labelled(tmp_path, monkeypatch):
     random_run(tmp_path, 0, data="synthetic", model="lstm", split="r80", preset="quick", seed=0, monitor=True)
     random_run(tmp_path, 1, data="synthetic", model="cnn2d", split="r80", preset="quick", seed=0)   # old history
     drawn = {}
-    monkeypatch.setattr(evaluate, "save_figure", lambda fig, path: drawn.setdefault(path.name, fig) and path)
-    for group in evaluate.select_groups(evaluate.find_runs(tmp_path)):
-        evaluate.plot_curves(group, evaluate.evaluate_group(group), tmp_path / f"curves_{group.model}.png")
+    monkeypatch.setattr(evaluation.figures, "save_figure", lambda fig, path: drawn.setdefault(path.name, fig) and path)
+    for group in select_groups(find_runs(tmp_path)):
+        plot_curves(group, evaluate_group(group), tmp_path / f"curves_{group.model}.png")
 
     def accuracy_labels(name):
         return [line.get_label() for line in drawn[name].axes[1].get_lines()]
@@ -485,7 +494,7 @@ def test_monitor_column_drawn_and_labelled(tmp_path, monkeypatch):
     line = next(l for l in drawn["curves_lstm.png"].axes[1].get_lines() if "monitoring" in l.get_label())
     assert line.get_ydata() == pytest.approx([100 * (0.05 + 0.04 * e) for e in range(1, 7)])
     assert not any("monitoring" in l for l in accuracy_labels("curves_cnn2d.png"))
-    assert np.isnan(evaluate.load_history(tmp_path / "synthetic/cnn2d/r80-quick-seed0/history.csv")
+    assert np.isnan(load_history(tmp_path / "synthetic/cnn2d/r80-quick-seed0/history.csv")
                     ["test_acc_monitor"]).all()
 
 
@@ -519,8 +528,8 @@ def test_confusion_figure_grows_with_classes(tmp_path):
         root = tmp_path / str(len(classes))
         random_run(root, 0, classes=classes, data="d", model="svm", split="r80", preset="quick", seed=0,
                    history=False)
-        result = evaluate.evaluate_group(evaluate.select_groups(evaluate.find_runs(root))[0])
-        sizes.append(assert_png(evaluate.plot_confusion(result, root / "c.png")))
+        result = evaluate_group(select_groups(find_runs(root))[0])
+        sizes.append(assert_png(plot_confusion(result, root / "c.png")))
     assert sizes[0][0] < sizes[1][0] < sizes[2][0]
 
 
@@ -530,7 +539,7 @@ def test_pca_matches_sklearn():
     rng = np.random.default_rng(1)
     base = rng.normal(size=(30, 1, 1, 1)) * rng.normal(size=(1, 5, 6, 3))   # a strong first component
     images = np.clip(128 + 60 * base + rng.normal(scale=20, size=(30, 5, 6, 3)), 0, 255).astype(np.uint8)
-    scores, variance, total = evaluate.pca_scores(images, chunk_features=7)   # chunks that split pixels
+    scores, variance, total = pca_scores(images, chunk_features=7)   # chunks that split pixels
     x = images.reshape(30, -1) / 255.0
     ref = PCA(n_components=2, svd_solver="full").fit(x)
     assert variance == pytest.approx(ref.explained_variance_, rel=1e-4)
@@ -550,7 +559,12 @@ def write_cache(cache, classes, per_class=4):
     images = (rng.integers(0, 60, (len(labels), 32, 32, 3)) + 15 * labels[:, None, None, None]).astype(np.uint8)
     np.save(cache / "img400.npy", images)
     np.save(cache / "labels.npy", labels)
-    (cache / "manifest.json").write_text(json.dumps({"data_name": cache.name, "classes": classes, "n": len(labels)}))
+    (cache / "files.txt").write_text("".join(f"{classes[c]}/{i}.wav\n" for i, c in enumerate(labels)))
+    # features.cache's format, without checksums (a cache made by hand): what open_cache reads
+    arrays = {name: {"fingerprint": "fake", "dtype": a.dtype.name, "shape": list(a.shape)}
+              for name, a in (("img400", images), ("labels", labels))}
+    (cache / "manifest.json").write_text(json.dumps({"format": 2, "data_name": cache.name, "classes": classes,
+                                                     "n": len(labels), "arrays": arrays}))
     return images
 
 

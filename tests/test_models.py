@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from models import cnn1d_mel, cnn1d_raw, cnn2d, lstm, top_k_accuracy, train
+from models import cnn1d_mel, cnn1d_raw, cnn2d, loop, lstm, top_k_accuracy
 
 TORCH_MODELS = {"cnn1d_raw": cnn1d_raw, "cnn1d_mel": cnn1d_mel, "cnn2d": cnn2d, "lstm": lstm}
 
@@ -93,7 +93,7 @@ def _train_steps(name, steps, labels, seed=0):
     x, y = transform(pattern_batch(name, labels)), torch.from_numpy(labels)
     losses = []
     for _ in range(steps):
-        loss = train._loss(train._log_probs(net(x), hp.loss), y, None)
+        loss = loop._loss(loop._log_probs(net(x), hp.loss), y, None)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -14,9 +14,9 @@ import torch
 
 import models
 import predict
-from features import synth
+from features import clips, synth
 from features.cache import FeatureConfig, code_fingerprint
-from models import train
+from models.runs import run_dir_for
 from helpers import deadline
 
 SR = 22050
@@ -25,9 +25,9 @@ GENRES = list(synth.GENRES)
 
 def fake_run(runs_root, model="cnn1d_mel", split="all", seed=0, data="mine", classes=GENRES, state=None):
     """A complete run folder as models/train.py writes it, with untrained weights (seeded)."""
-    module = models.train.load_model(model) if model in models.RUN_NAMES else getattr(models, model)
+    module = models.train.load_model(model)
     hp = dataclasses.asdict(module.HPARAMS)
-    run_dir = train.run_dir_for(runs_root, data, model, split, "tiny", seed)
+    run_dir = run_dir_for(runs_root, data, model, split, "tiny", seed)
     run_dir.mkdir(parents=True)
     torch.manual_seed(seed)
     net, _ = module.build(len(classes))
@@ -124,8 +124,8 @@ def test_a_long_file_is_scored_over_all_its_windows(tmp_path, capsys, monkeypatc
     fake_run(tmp_path / "runs")
     clip = tone(tmp_path / "long.wav", 70.0, sr=44100)
     calls = []
-    real = predict.Features.view
-    monkeypatch.setattr(predict.Features, "view", lambda self, name: calls.append(self.valid) or real(self, name))
+    real = clips.Clip.view
+    monkeypatch.setattr(clips.Clip, "view", lambda self, name: calls.append(self.valid) or real(self, name))
     code, out, _ = run_main(capsys, "--runs", tmp_path / "runs", "--jsonl", clip)
     assert code == 0 and json.loads(out)["duration_s"] == 70.0
     assert calls == [30 * SR] * 3  # 0-30 s, 30-60 s, and the rest as the window ending at 70 s
@@ -134,7 +134,7 @@ def test_a_long_file_is_scored_over_all_its_windows(tmp_path, capsys, monkeypatc
 def test_windows_rules():
     def cut(n_total, align_end, n=10, min_rest=3):
         chunks = np.array_split(np.arange(1, n_total + 1, dtype=np.float32), 4)
-        w = predict.Windows(iter(chunks), n, min_rest, align_end)
+        w = clips.Windows(iter(chunks), n, min_rest, align_end)
         return [(y.copy(), valid) for y, valid in w], w.samples
 
     wins, total = cut(25, align_end=True)
@@ -163,7 +163,7 @@ def test_a_model_with_clip_log_probs_scores_blocks_by_valid_frames(tmp_path, cap
                                                                     optimizer="adam", max_epochs=1),
                                      PATCH_FRAMES=128, build=build, clip_log_probs=clip_log_probs)
     monkeypatch.setitem(sys.modules, "models.standin", stand_in)
-    monkeypatch.setattr(models, "standin", stand_in, raising=False)
+    monkeypatch.setitem(models.REGISTRY, "standin", ("models.standin", "net"))
     fake_run(tmp_path / "runs", model="standin", classes=GENRES[:3])
     code, out, _ = run_main(capsys, "--runs", tmp_path / "runs", "--model", "standin", "--json",
                             tone(tmp_path / "long.wav", 70.0))
@@ -347,7 +347,7 @@ def test_model_files_never_run_code(trained, tmp_path, capsys):
     path = next((tmp_path / "svm").glob("*/svm/*/svm.npz"))
     with np.load(path) as z:
         params = dict(z)
-    from models.runfiles import seal
+    from models.runs import seal
 
     # re-sealed, so the checksums pass and the loader itself must refuse
     np.savez(path, **{**params, "gamma": np.array([Payload(marker)], dtype=object)})

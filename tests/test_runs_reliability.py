@@ -22,10 +22,11 @@ import pytest
 import torch
 
 import evaluate
+import evaluation.figures
 import run_all
-from features import KILL_ENV, TEMP_RE
-from models import train
-from models.runfiles import RunError, seal, seal_bytes, verify_run
+from features.files import KILL_ENV, TEMP_RE, folder_lock, write_advice
+from models import loop, train
+from models.runs import RunError, seal, seal_bytes, verify_run
 from tests.helpers import HAS_PROC, is_zombie, unreaped, zombie
 from tests.test_train import write_fake_cache
 
@@ -133,7 +134,7 @@ def test_damaged_file_is_reported_and_retrained(name, kind, reference, cache, tm
         assert line.endswith(f"--data {cache} --force") or name in ("config.json", "COMPLETE")
 
     # evaluate.py --all: one line for the damaged run, the other run evaluated
-    monkeypatch.setattr(evaluate, "save_figure", lambda fig, path: Path(path))
+    monkeypatch.setattr(evaluation.figures, "save_figure", lambda fig, path: Path(path))
     code = evaluate.main(["--runs", str(root), "--out", str(tmp_path / "fig"), "--all", "--json"])
     captured = capsys.readouterr()
     groups = {g["model"]: g for g in json.loads(captured.out)["groups"]}
@@ -206,7 +207,7 @@ def test_damaged_checkpoint_starts_over_with_a_note(kind, tmp_path):
     elif kind != "wrong":      # "wrong": a sealed checkpoint whose content lacks the state
         damage(path, kind)
     lines = []
-    resume = train._Resume(path, {"a": 1}, lines.append, "m")
+    resume = loop._Resume(path, {"a": 1}, lines.append, "m")
     assert resume.state is None and resume.history == []
     (line,) = lines
     assert line.startswith(f"m: {path}: ") and line.endswith("; starting over")
@@ -331,7 +332,7 @@ def test_two_run_all_at_once_train_each_run_once(cache, reference, tmp_path):
 def test_second_waits_for_the_lock_saying_so_then_reuses(cache, reference, tmp_path):
     root = tmp_path / "runs"
     run = run_folder(root, "svm")
-    holder = train._run_lock(run, quiet, "test")
+    holder = folder_lock(run, lambda: None)
     assert holder.__enter__()
     p = run_all_process(cache, root, models="svm")
     first = p.stdout.readline()
@@ -352,7 +353,7 @@ def test_second_waits_for_the_lock_saying_so_then_reuses(cache, reference, tmp_p
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
 def test_write_fault_one_line_no_partial_files_previous_runs_kept(code, args, reference, cache, tmp_path,
                                                                   monkeypatch, capsys):
-    from features import atomic_write
+    from features.files import atomic_write
     from models import svm
 
     root = tmp_path / "runs"
@@ -370,7 +371,7 @@ def test_write_fault_one_line_no_partial_files_previous_runs_kept(code, args, re
     rc = run_all.main(["--models", "svm", "--preset", "tiny", "--runs", str(root), *args])
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and line.startswith(f"error: {root}") and f"runs folder {root}" in line
-    assert run_all.WRITE_FIXES[code] in line
+    assert write_advice(OSError(code, os.strerror(code)), "--runs DIR") in line
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before   # nothing partial, nothing lost
     assert not [p for p in root.rglob("*") if TEMP_RE.search(p.name)]
     assert verify_run(run_folder(root, "svm")).checksums
@@ -390,7 +391,7 @@ def test_read_only_runs_folder_serves_complete_runs(reference, cache, tmp_path, 
     monkeypatch.setattr(train.Path, "mkdir", read_only)
     assert run_all.main(["--models", "svm", "--preset", "tiny", "--seed", "2", "--runs", str(root)]) == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert "Read-only file system" in line and run_all.WRITE_FIXES[errno.EROFS] in line
+    assert "Read-only file system" in line and write_advice(OSError(errno.EROFS, ""), "--runs DIR") in line
 
 
 def test_file_size_limit_efbig_one_line(reference, cache, tmp_path):
@@ -405,5 +406,5 @@ def test_file_size_limit_efbig_one_line(reference, cache, tmp_path):
     p = run_all_process(cache, root, models="svm", args=("--seed", "3"), preexec_fn=limit)
     _, err = p.communicate()
     (line,) = err.strip().splitlines()
-    assert p.returncode == 1 and "File too large" in line and run_all.WRITE_FIXES[errno.EFBIG] in line
+    assert p.returncode == 1 and "File too large" in line and write_advice(OSError(errno.EFBIG, ""), "--runs DIR") in line
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before

@@ -8,7 +8,8 @@ from sklearn.metrics.pairwise import rbf_kernel as sk_rbf_kernel
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from models import svm, top_k_accuracy, train
+from features.dataset import track_id
+from models import splits, svm, top_k_accuracy
 
 
 def images(labels, seed, shape=(12, 36, 3)):
@@ -59,11 +60,11 @@ def test_kaggle_features_svm_on_seed0_r80_split(shared_data):
     with open(shared_data / "features_30_sec.csv") as f:
         rows = list(csv.DictReader(f))
     classes = sorted({r["label"] for r in rows})
-    ids = [train.track_id(r["filename"]) for r in rows]
+    ids = [track_id(r["filename"]) for r in rows]
     labels = np.array([classes.index(r["label"]) for r in rows])
     x = np.array([[float(v) for k, v in r.items() if k not in ("filename", "length", "label")] for r in rows])
     assert x.shape == (1000, 57) and len(classes) == 10
-    parts = train.split_indices(ids, labels, "r80", seed=0)
+    parts = splits.split_indices(ids, labels, "r80", seed=0)
     assert (len(parts["train"]), len(parts["test"])) == (800, 200)
     scaler = StandardScaler().fit(x[parts["train"]])
     clf = SVC(C=10, gamma="scale", break_ties=True)

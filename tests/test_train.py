@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from features.cache import CacheError
-from models import RUN_NAMES, top_k_accuracy, train
+from models import RUN_NAMES, loop, splits, top_k_accuracy, train
 
 GENRES = ["blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock"]
 
@@ -106,29 +106,29 @@ def _gtzan_ids():
 
 def test_random_splits_are_stratified_nested_and_order_independent():
     ids, labels = _gtzan_ids()
-    r70, r80 = train.split_indices(ids, labels, "r70", 0), train.split_indices(ids, labels, "r80", 0)
+    r70, r80 = splits.split_indices(ids, labels, "r70", 0), splits.split_indices(ids, labels, "r80", 0)
     for part, n in (("train", 70), ("val", 10), ("test", 20)):
         assert (np.bincount(labels[r70[part]], minlength=10) == n).all()
     assert len(r80["val"]) == 0 and (r80["test"] == r70["test"]).all()
     assert (r80["train"] == np.sort(np.concatenate([r70["train"], r70["val"]]))).all()
     assert len(np.intersect1d(r70["train"], r70["test"])) == 0
     # same seed -> same split; other seed -> other split; input order does not matter
-    assert (train.split_indices(ids, labels, "r70", 0)["test"] == r70["test"]).all()
-    assert not (train.split_indices(ids, labels, "r70", 1)["test"] == r70["test"]).all()
+    assert (splits.split_indices(ids, labels, "r70", 0)["test"] == r70["test"]).all()
+    assert not (splits.split_indices(ids, labels, "r70", 1)["test"] == r70["test"]).all()
     perm = np.random.default_rng(5).permutation(len(ids))
-    shuffled = train.split_indices([ids[i] for i in perm], labels[perm], "r70", 0)
+    shuffled = splits.split_indices([ids[i] for i in perm], labels[perm], "r70", 0)
     assert sorted(ids[i] for i in perm[shuffled["test"]]) == sorted(ids[i] for i in r70["test"])
 
 
 def test_filtered_split_matches_lists_by_track_id():
     ids, labels = _gtzan_ids()
-    parts = train.split_indices(ids, labels, "filtered")
+    parts = splits.split_indices(ids, labels, "filtered")
     assert [len(parts[p]) for p in ("train", "val", "test")] == [443, 197, 290]  # 70 clips in no list
-    listed = (train.STURM_DIR / "test_filtered.txt").read_text().split()
+    listed = (splits.STURM_DIR / "test_filtered.txt").read_text().split()
     assert sorted(ids[i] for i in parts["test"]) == sorted(train.track_id(f) for f in listed)
     # a clip missing from the data (Kaggle's unreadable jazz.00054) just drops out
     gone = ids.index("jazz.00054")
-    fewer = train.split_indices(ids[:gone] + ids[gone + 1:], np.delete(labels, gone), "filtered")
+    fewer = splits.split_indices(ids[:gone] + ids[gone + 1:], np.delete(labels, gone), "filtered")
     assert sum(len(v) for v in fewer.values()) == 929
 
 
@@ -136,17 +136,17 @@ def test_filtered_lists_are_the_shared_ones(shared_data):
     for name in ("train", "valid", "test"):
         f = f"{name}_filtered.txt"
         shared = shared_data / "splits" / "sturm_filtered" / f
-        assert (train.STURM_DIR / f).read_bytes() == shared.read_bytes()
+        assert (splits.STURM_DIR / f).read_bytes() == shared.read_bytes()
 
 
 def test_plan_follows_each_models_protocol():
     parts = {"train": np.array([0, 1]), "val": np.array([2]), "test": np.array([3])}
     raw = train.settings("cnn1d_raw", "report")[1]
     cnn2d = train.settings("cnn2d", "report")[1]
-    assert train.plan(parts, raw, "r70").final and len(train.plan(parts, raw, "filtered").val) == 1
-    no_val = train.plan(parts, cnn2d, "filtered")  # r80 models train on train+valid of the filtered split
+    assert splits.plan(parts, raw, "r70").final and len(splits.plan(parts, raw, "filtered").val) == 1
+    no_val = splits.plan(parts, cnn2d, "filtered")  # r80 models train on train+valid of the filtered split
     assert list(no_val.train) == [0, 1, 2] and len(no_val.val) == 0 and not no_val.final
-    assert list(train.plan(parts, cnn2d, "r70").train) == [0, 1]  # r70 means 70 %, for every model
+    assert list(splits.plan(parts, cnn2d, "r70").train) == [0, 1]  # r70 means 70 %, for every model
 
 
 def test_bad_inputs_give_one_line_errors(tmp_path, fake_cache):
@@ -156,7 +156,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, fake_cache):
              (("svm", fake_cache), {"split": "r50"}, "unknown split 'r50'"),
              (("cnn1d_raw", fake_cache), {"preset": "tiny"}, "wave.npy: not in this cache")]
     for args, kwargs, message in cases:
-        with pytest.raises((train.TrainError, CacheError), match=message) as err:
+        with pytest.raises((splits.TrainError, CacheError), match=message) as err:
             train.run(*args, tmp_path / "runs", **kwargs)
         assert "\n" not in str(err.value)
     bad = write_fake_cache(tmp_path / "bad", n_per_class=1, views=())
@@ -331,7 +331,7 @@ def _pool_ids():
 @pytest.mark.parametrize("split", ["r70", "r80", "k5f0", "k5f3", "k3f2"])
 def test_no_track_on_both_sides_ever(split):
     ids, labels = _pool_ids()
-    parts = train.split_indices(ids, labels, split, seed=2)
+    parts = splits.split_indices(ids, labels, split, seed=2)
     sides = {p: {ids[i] for i in parts[p]} for p in parts}
     assert not (sides["train"] & sides["test"]) and not (sides["train"] & sides["val"])
     assert not (sides["val"] & sides["test"])
@@ -340,18 +340,18 @@ def test_no_track_on_both_sides_ever(split):
 
 def test_folds_partition_every_track_once_stratified():
     ids, labels = _gtzan_ids()
-    tests = [train.split_indices(ids, labels, f"k5f{i}", seed=0)["test"] for i in range(5)]
+    tests = [splits.split_indices(ids, labels, f"k5f{i}", seed=0)["test"] for i in range(5)]
     assert np.array_equal(np.sort(np.concatenate(tests)), np.arange(1000))
     for t in tests:
         assert (np.bincount(labels[t], minlength=10) == 20).all()
-    assert train.split_indices(ids, labels, "all")["train"].tolist() == list(range(1000))
-    with pytest.raises(train.TrainError, match="unknown split 'k5f5'"):
-        train.split_indices(ids, labels, "k5f5")
+    assert splits.split_indices(ids, labels, "all")["train"].tolist() == list(range(1000))
+    with pytest.raises(splits.TrainError, match="unknown split 'k5f5'"):
+        splits.split_indices(ids, labels, "k5f5")
 
 
 def test_one_track_under_two_labels_is_an_error():
-    with pytest.raises(train.TrainError, match="track 'blues.00001' has files under two labels"):
-        train.split_indices(["blues.00001", "blues.00001"], np.array([0, 1]), "r80")
+    with pytest.raises(splits.TrainError, match="track 'blues.00001' has files under two labels"):
+        splits.split_indices(["blues.00001", "blues.00001"], np.array([0, 1]), "r80")
 
 
 def test_split_all_trains_on_everything_and_tests_nothing(tmp_path, fake_cache):
@@ -394,11 +394,11 @@ def test_epoch_accuracy_is_correct_over_total():
         def forward(self, x):
             return torch.log_softmax(torch.tensor([[5.0, 0.0]]).repeat(len(x), 1) + self.w, 1)
 
-    hp = train.Hparams(view="x", batch_size=4, lr=0.0, optimizer="sgd", max_epochs=1)
+    hp = loop.Hparams(view="x", batch_size=4, lr=0.0, optimizer="sgd", max_epochs=1)
     labels = np.array([0, 0, 0, 0, 1])  # batches of 4 (all right) and 1 (wrong): 4/5, not (1 + 0) / 2
-    feed = train.Feed(object(), hp, np.zeros((5, 1), np.float32), None, labels, None, 2, torch.device("cpu"))
+    feed = loop.Feed(object(), hp, np.zeros((5, 1), np.float32), None, labels, None, 2, torch.device("cpu"))
     net = Constant()
-    _, acc = train.train_epoch(net, torch.optim.SGD(net.parameters(), lr=0.0), None, feed, np.arange(5),
+    _, acc = loop.train_epoch(net, torch.optim.SGD(net.parameters(), lr=0.0), None, feed, np.arange(5),
                                torch.from_numpy, np.random.default_rng(0), None)
     assert acc == pytest.approx(0.8)
 
