@@ -1,7 +1,9 @@
 """Audio, dB mel, image views, the clip pipeline, the dataset and the feature cache; ``files``: the
 project's file transactions."""
 
+import importlib
 import os
+import platform
 from pathlib import Path
 
 
@@ -23,3 +25,11 @@ def usable_cpus() -> int:
         except (OSError, ValueError):
             continue
     return max(1, n)
+
+
+def versions(**modules) -> dict:
+    """``{"python": ..., name: version}``: the versions a file was made with, recorded for the reader
+    (never compared). ``modules`` maps each recorded name to the module it is read from, e.g.
+    ``versions(numpy="numpy", pillow="PIL")``."""
+    return {"python": platform.python_version(),
+            **{name: importlib.import_module(module).__version__ for name, module in modules.items()}}

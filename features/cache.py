@@ -73,7 +73,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -83,7 +82,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import audio, backbone, dataset, images, mel, usable_cpus
+from . import audio, backbone, dataset, images, mel, usable_cpus, versions
 from .clips import (LONG_SECONDS, MIN_SECONDS, FeatureConfig, config_from_record, decode, embed_clips, mel_db_of,
                     views_of)
 from .files import (finish_replace, folder_lock, kill_point, remove_orphans, replace_folder, temp_name, write_advice,
@@ -600,16 +599,6 @@ def _open_outputs(folder: Path, names, n_rows: int, shapes: dict, suffix: str) -
     return {n: _new_npy(folder / f"{n}.npy{suffix}", shapes[n][1], (n_rows,) + shapes[n][0]) for n in names}
 
 
-def _versions() -> dict:
-    import numba
-    import PIL
-    import scipy
-    import soundfile
-
-    return {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-            "numba": numba.__version__, "soundfile": soundfile.__version__, "pillow": PIL.__version__}
-
-
 def _array_entries(manifest, checksums: dict, config, shapes, n_rows, embedder=None):
     rows = manifest["rows_fingerprint"]
     for n, crc in checksums.items():
@@ -713,7 +702,8 @@ def build_cache(root, cache_dir, config: FeatureConfig = FeatureConfig(), jobs: 
             "config": dataclasses.asdict(config),
             "wave": {"dtype": np.dtype(wave_dtype).name, "scale": 2.0 ** -15 if wave_dtype == np.int16 else 1.0},
             "arrays": {}, "small_files": {"files.txt": f"crc32:{zlib.crc32(files):08x}"},
-            "versions": _versions(), "threads": jobs,
+            "versions": versions(numpy="numpy", scipy="scipy", numba="numba", soundfile="soundfile", pillow="PIL"),
+            "threads": jobs,
             "timings": {k: round(v, 3) for k, v in done.timings.items()},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": done.status,
         }

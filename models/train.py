@@ -20,7 +20,6 @@ import hashlib
 import importlib
 import json
 import os
-import platform
 import random
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import torch  # noqa: E402  (after the environment variable above)
 
-from features import usable_cpus  # noqa: E402
+from features import usable_cpus, versions  # noqa: E402
 from features.cache import feature_record, open_cache  # noqa: E402
 from features.dataset import track_id  # noqa: E402
 
@@ -71,13 +70,6 @@ def default_device() -> torch.device:
 def default_preset() -> str:
     """``report`` (the report's full protocol) on a GPU, ``quick`` on a CPU."""
     return "report" if torch.cuda.is_available() else "quick"
-
-
-def _versions() -> dict:
-    import sklearn
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "scikit-learn": sklearn.__version__}
 
 
 def seed_everything(seed: int) -> None:
@@ -188,7 +180,7 @@ def _train_and_test(module, hp, job: Job, threads, device) -> dict:
         data={"data_name": data_name, "data_root": data.manifest.get("data_root"),
               "cache_dir": str(Path(data.root).resolve()), "n": len(data.labels),
               "synthetic": data_name == "synthetic", "config_hash": _input_hash(identity["inputs"])},
-        versions=_versions(), device=str(device), threads=threads,
+        versions=versions(torch="torch", numpy="numpy", **{"scikit-learn": "sklearn"}), device=str(device), threads=threads,
         n_train=int(len(sp.train)), n_val=int(len(sp.val)), n_test=int(len(sp.test)), results=fitted.results,
         test=top, reported=REPORTED.get((identity["model"], identity["split"])),
         wall_seconds=round(time.perf_counter() - t0 + fitted.results.get("seconds_before_resume", 0.0), 1),
