@@ -44,16 +44,15 @@ import re
 import sys
 from pathlib import Path
 
-from evaluation import EvaluateError
+from evaluation import EvaluateError, find_runs
 from evaluation.figures import plot_confusion, plot_curves
-from evaluation.groups import DEPLOY_SPLIT, filter_runs, select_groups
+from evaluation.groups import filter_runs, select_groups
 from evaluation.metrics import evaluate_group
 from evaluation.pca import pca_cache_dir, pca_figure
-from evaluation import find_runs
-from models.runs import newest, run_command
 from evaluation.tables import deployable_line, format_group, format_table, pca_line, summary_markdown
 from features.files import atomic_write
 from models.hparams import SPLITS, is_split
+from models.runs import DEPLOY_SPLIT, newest, run_command
 
 
 def _split_arg(name):

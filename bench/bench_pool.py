@@ -23,6 +23,7 @@ import run_all  # noqa: E402
 from features.cache import open_cache  # noqa: E402
 from features.dataset import GENRES  # noqa: E402
 from models import top_k_accuracy  # noqa: E402
+from models import runs as run_store  # noqa: E402
 from models.hparams import fold_split  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -39,6 +40,12 @@ def make_pool(out: Path) -> Path:
     return out
 
 
+def _predictions(runs: Path, model: str, k: int, fold: int, preset: str):
+    """The test predictions of fold ``fold`` of ``model``, read through the run store."""
+    run_dir = run_store.run_dir_for(runs, "pool", model, fold_split(k, fold), preset, 0)
+    return run_store.load_predictions(run_store.verify_run(run_dir))
+
+
 def fold_scores(runs: Path, models: str, k: int, preset: str) -> list:
     """Per fold: (top-1 on all held-out files, top-1 on the held-out 2-3 s excerpts) of one model, or
     of the mean log-probabilities of several (``"best+patchcnn"``)."""
@@ -46,9 +53,8 @@ def fold_scores(runs: Path, models: str, k: int, preset: str) -> list:
     for i in range(k):
         scores = 0
         for model in models.split("+"):
-            with np.load(runs / "pool" / model / f"{fold_split(k, i)}-{preset}-seed0" / "predictions.npz") as z:
-                scores = scores + (z["log_probs"] if "log_probs" in z.files else z["scores"])
-                labels, files = z["labels"], list(z["files"])
+            p = _predictions(runs, model, k, i, preset)
+            scores, labels, files = scores + p.scores, p.labels, p.files
         short = np.array(["gtzan_2s__" in f for f in files])
         out.append((top_k_accuracy(labels, scores, 1), top_k_accuracy(labels[short], scores[short], 1)))
     return out
@@ -59,8 +65,7 @@ def majority_scores(cache_dir: Path, runs: Path, k: int, preset: str) -> list:
     c = open_cache(cache_dir)
     out = []
     for i in range(k):
-        with np.load(runs / "pool" / "svm" / f"{fold_split(k, i)}-{preset}-seed0" / "predictions.npz") as z:
-            test = {f for f in z["files"]}
+        test = set(_predictions(runs, "svm", k, i, preset).files)
         is_test = np.array([f in test for f in c.files])
         commonest = np.bincount(c.labels[~is_test]).argmax()
         short = np.array(["gtzan_2s__" in f for f in c.files])

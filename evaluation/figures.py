@@ -8,10 +8,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from features.files import atomic_write
+from models.runs import MONITOR_COLUMN, RunFileError, load_histories, repair_command
 
 from . import warn
-from models.runs import MONITOR_COLUMN, RunFileError, load_history, repair_command
-from .tables import _fmt, pooled_label, runs_label
+from .tables import fmt, pooled_label, runs_label
 
 MONITOR_LABEL = "test accuracy (monitoring only, not used for any decision)"
 
@@ -63,7 +63,7 @@ def plot_confusion(result, path):
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     together = f" ({pooled_label(result).rstrip(', ')})" if len(result["runs"]) > 1 else ""
-    top1 = _fmt(result["topk_percent"]["top1"], 1)
+    top1 = fmt(result["topk_percent"]["top1"], 1)
     ax.set_title(f"{_label(result)}\ntest confusion matrix{together}, top-1 {top1} %", fontsize=9)
     return save_figure(fig, path)
 
@@ -78,14 +78,13 @@ def _histories(group):
     """(run, history, final history or None) for each run with a readable ``history.csv``."""
     out = []
     for run in group.runs:
-        if not (run.path / "history.csv").exists():
-            continue   # the SVM has no epochs
         try:
-            history = load_history(run.path / "history.csv")
-            final = run.path / "history_final.csv"
-            out.append((run, history, load_history(final) if final.exists() else None))
+            history, final = load_histories(run)
         except RunFileError as e:
             warn(f"{e}; curves drawn without this run — to repair: {repair_command(run.path, run.config)}")
+            continue
+        if history is not None:  # the SVM has no epochs
+            out.append((run, history, final))
     return out
 
 

@@ -4,11 +4,8 @@ from typing import NamedTuple
 
 from models import MODELS
 from models.hparams import SPLITS
+from models.runs import DEPLOY_SPLIT, newest
 
-from models.runs import newest
-
-# Trained on every clip: nothing to test, the model to deploy.
-DEPLOY_SPLIT = "all"
 # run_all.py's svm400 is the report's SVM on the flattened 400x400x3 image; our svm uses 360x120x3.
 SVM400 = "svm400"
 
@@ -60,15 +57,15 @@ def select_groups(runs, model=None, split=None, preset=None, data=None):
         same = [r for r in runs if (r.model, r.group_split) == key]
         chosen = preset or newest(same).preset
         members = [r for r in same if r.preset == chosen]
-        config_hash = _config_hash(newest(members))
-        kept = sorted((r for r in members if _config_hash(r) == config_hash), key=lambda r: (r.seed, r.fold or 0))
+        features = config_hash(newest(members))
+        kept = sorted((r for r in members if config_hash(r) == features), key=lambda r: (r.seed, r.fold or 0))
         others = sorted({r.preset for r in same} - {chosen})
         groups.append(Group(data, key[0], key[1], chosen, kept, len(members) - len(kept), others))
     return groups
 
 
-def _config_hash(run):
-    # The feature cache the run was trained on, as models/train.py records it.
+def config_hash(run):
+    """The hash of the features the run was trained on, as ``models.train`` records it."""
     return (run.config.get("data") or {}).get("config_hash")
 
 

@@ -4,10 +4,10 @@ import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, precision_recall_fscore_support
 
 from models import REPORTED, rank_classes, top_k_accuracy
+from models.runs import RunFileError, load_predictions, repair_command
 
 from . import warn
-from .groups import SVM400, _config_hash
-from models.runs import RunFileError, load_predictions, repair_command
+from .groups import SVM400, config_hash
 
 TOPK = (1, 2, 3)
 
@@ -143,7 +143,7 @@ def evaluate_group(group):
         "data": group.data, "model": group.model, "split": group.split, "preset": group.preset,
         "k": runs[0].k, "seeds": [r.seed for r in runs], "folds": [r.fold for r in runs],
         "runs": [str(r.path) for r in runs], "n_test": [len(p.labels) for _, p in members],
-        "score_kind": members[0][1].kind, "config_hash": _config_hash(runs[0]),
+        "score_kind": members[0][1].kind, "config_hash": config_hash(runs[0]),
         "set_aside_runs": group.set_aside, "other_presets": group.other_presets,
         "unreadable_runs": len(group.runs) - len(runs),
         "unverified_runs": sum(not r.verified for r in runs),

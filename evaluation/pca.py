@@ -5,10 +5,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from features.cache import CacheError, open_cache
+from models.runs import newest
 
 from . import EvaluateError
 from .figures import class_colors, save_figure
-from models.runs import newest
 from .tables import PCA_REPORTED
 
 

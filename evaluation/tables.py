@@ -4,10 +4,10 @@ from pathlib import Path
 import numpy as np
 
 from models import REPORTED
+from models.runs import DEPLOY_SPLIT, run_command
 
-from .groups import DEPLOY_SPLIT, SVM400, model_order
+from .groups import SVM400, model_order
 from .metrics import TOPK
-from models.runs import run_command
 
 SVM400_NOTE = "report's SVM on the 400x400x3 image"
 PCA_REPORTED = "report: 51.56 % on GTZAN"
@@ -21,7 +21,7 @@ def protocol_note(data, preset):
             f"(GTZAN, preset report); the report's figures are shown for reference only")
 
 
-def _fmt(stat, digits=2):
+def fmt(stat, digits=2):
     if stat["std"] is None:
         return f"{stat['mean']:.{digits}f}"
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
@@ -89,9 +89,9 @@ def comparison_lines(result):
             figure = None if report is None else report[f"top{k}"]
             if figure is None:
                 if name == "report":
-                    lines.append(f"top-{k}: ours {_fmt(ours, 1)} % ({label}) vs {name}: no figure")
+                    lines.append(f"top-{k}: ours {fmt(ours, 1)} % ({label}) vs {name}: no figure")
                 continue
-            lines.append(f"top-{k}: ours {_fmt(ours, 1)} % ({label}) vs {name} {figure} % "
+            lines.append(f"top-{k}: ours {fmt(ours, 1)} % ({label}) vs {name} {figure} % "
                          f"({ours['mean'] - figure:+.1f} points)")
     return lines
 
@@ -138,7 +138,7 @@ def _topk_lines(result):
     many_seeds = len(set(result["seeds"])) > 1
     for k in TOPK:
         stat = result["topk_percent"][f"top{k}"]
-        line = f"top-{k}: {_fmt(stat)}"
+        line = f"top-{k}: {fmt(stat)}"
         if several:
             line += "   per run: " + ", ".join(f"{_run_tag(s, f, many_seeds)} {v:.2f}" for s, f, v in
                                                zip(result["seeds"], result["folds"], stat["per_run"]))
@@ -183,7 +183,7 @@ def table_lines(results):
     rows = []
     for r in results:
         reported = None if r["report"] is None else [r["report"][f"top{k}"] for k in TOPK]
-        ours = [_fmt(r["topk_percent"][f"top{k}"], 1) for k in TOPK]
+        ours = [fmt(r["topk_percent"][f"top{k}"], 1) for k in TOPK]
         split = r["split"] if r["k"] is None else f"{r['split']} ({fold_coverage(r)})"
         rows.append([r["model"], split, r["preset"], r["data"], str(len(set(r["seeds"])))]
                     + [c for pair in zip(ours, report_cells(reported)) for c in pair])

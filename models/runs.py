@@ -585,6 +585,7 @@ class Predictions(NamedTuple):
     labels: np.ndarray
     classes: list
     kind: str
+    files: list = None  # the test clips' files, relative to the data folder (None: not recorded)
 
 
 def load_predictions(run: Run) -> Predictions:
@@ -610,19 +611,20 @@ def load_predictions(run: Run) -> Predictions:
 
 
 def _read_npz(path):
-    """The raw (scores, labels, classes, kind) of a ``predictions.npz``."""
+    """The raw (scores, labels, classes, kind, files) of a ``predictions.npz``."""
     try:
         with np.load(path, allow_pickle=False) as z:
             kind = next((k for k in SCORE_KINDS if k in z.files), None)
             if kind is None or "labels" not in z.files or "classes" not in z.files:
                 raise RunFileError(f"{path}: needs one of {', '.join(SCORE_KINDS)}, plus 'labels' and 'classes'")
-            return z[kind], z["labels"], [str(c) for c in z["classes"]], kind
+            files = [str(f) for f in z["files"]] if "files" in z.files else None
+            return z[kind], z["labels"], [str(c) for c in z["classes"]], kind, files
     # A truncated or overwritten archive fails in any of these, depending on where the damage is.
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
         raise RunFileError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
 
 
-def _check_predictions(scores, labels, classes, kind, path):
+def _check_predictions(scores, labels, classes, kind, files, path):
     """``Predictions`` from the raw arrays, after checking their shapes, ranges and values."""
     n_classes = len(classes)
     if n_classes < 2 or len(set(classes)) != n_classes:
@@ -638,7 +640,9 @@ def _check_predictions(scores, labels, classes, kind, path):
     bad = np.isnan(scores) | (scores == np.inf) if kind == "log_probs" else ~np.isfinite(scores)
     if bad.any():
         raise RunFileError(f"{path}: {kind} has {int(bad.sum())} invalid values (NaN or infinite)")
-    return Predictions(scores.astype(np.float32), labels.astype(np.int64), classes, kind)
+    if files is not None and len(files) != len(labels):
+        raise RunFileError(f"{path}: {len(files)} files for {len(labels)} labels")
+    return Predictions(scores.astype(np.float32), labels.astype(np.int64), classes, kind, files)
 
 
 def load_history(path) -> dict:
@@ -662,3 +666,10 @@ def load_history(path) -> dict:
                 for c in required + (MONITOR_COLUMN,)}
     except ValueError as e:
         raise RunFileError(f"{path}: not a number ({e})") from None
+
+
+def load_histories(run: Run) -> tuple:
+    """(``history.csv``, ``history_final.csv``) of a run as ``load_history`` reads them, each None
+    when the run has none (the SVM has no epochs; only a retrain on train+val has a final one)."""
+    main, final = (run.path / name for name in ("history.csv", "history_final.csv"))
+    return (load_history(main) if main.exists() else None), (load_history(final) if final.exists() else None)
