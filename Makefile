@@ -17,7 +17,7 @@ TORCH_SRC := $(if $(filter cuda,$(TORCH_BUILD)),--extra-index-url $(TORCH_CUDA_I
 DATA ?=
 DATA_ARG := $(if $(DATA),--data $(DATA))
 
-.PHONY: all setup dev data features train evaluate test bench clean
+.PHONY: all setup dev cluster data features train evaluate test bench clean
 
 # The data is looked for (DATA=, $GTZAN_DIR, data/gtzan/, data/genres.tar.gz) before any download.
 # Named data that is unusable stops here (exit 2); a failed download goes on with the synthetic set.
@@ -51,6 +51,13 @@ dev: .venv/.dev-installed
 
 .venv/.dev-installed: .venv/.installed requirements-dev.txt
 	$(PY) -m pip install -q $(TORCH_SRC) -r requirements-dev.txt
+	touch $@
+
+# The optional Ray engine (predict.py --engine ray); its tests skip without it.
+cluster: .venv/.cluster-installed
+
+.venv/.cluster-installed: .venv/.installed requirements-cluster.txt
+	$(PY) -m pip install -q $(TORCH_SRC) -r requirements-cluster.txt
 	touch $@
 
 data: setup

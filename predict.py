@@ -60,20 +60,20 @@ was classified, 1 when any failed (or a folder held no audio), 2 on a usage erro
 """
 
 import argparse
+import collections
+import hashlib
 import json
 import os
 import re
 import sys
-import warnings
 from pathlib import Path
 
-import numpy as np
-
+from features import usable_cpus
 from features.dataset import AUDIO_EXTENSIONS
 from models import runs
-from models.inference import FileError, Predictor, Result, Tagger, UsageError, load_member
-
-CONVERT_HINT = "convert it to .wav or .flac first, e.g. `ffmpeg -i IN OUT.wav`"
+from models.engine import Classifier, Spec, classify, display
+from models.inference import UsageError
+from models.resultlog import ResultLog, ResultLogError, file_key
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -120,43 +120,35 @@ def gather(paths: list, say) -> tuple:
 
 # ------------------------------------------------------------------------------------------ output
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def display(text) -> str:
-    """``text`` (a path or message) as printable UTF-8 on one line: bytes that are not UTF-8 and control
-    characters as ``\\xNN`` (the module docstring).
-
-    A name that is not UTF-8 reaches Python as surrogates (``os.fsdecode``), which a UTF-8 stream
-    refuses with a UnicodeEncodeError; escaping them keeps the rest of the name readable.
-    """
-    text = os.fsencode(text).decode("utf-8", "backslashreplace")
-    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
-
-
 class Output:
-    """Writes each file's result in the chosen format (text, ``json`` or ``jsonl``)."""
+    """Writes each file's record in the chosen format (text, ``json`` or ``jsonl``); errors and
+    warnings go to stderr, one line each."""
 
-    def __init__(self, fmt: str, top: int, predictor, say):
-        self.fmt, self.predictor, self.say, self.done = fmt, predictor, say, []
-        self.top = max(1, min(top, len(predictor.classes)))
-        names = predictor.names
-        self.model = names[0] if len(names) == 1 else names
+    def __init__(self, fmt: str, classifier, say):
+        self.fmt, self.say, self.done = fmt, say, []
+        predictor = classifier.predictor
+        self.key, self.item, self.width = predictor.kind, predictor.item, max(len(c) for c in predictor.classes)
+        self.counts = collections.Counter()
 
-    def add(self, path: Path, result: Result) -> None:
-        order = np.argsort(-result.values, kind="stable")[:self.top]
-        key, item = self.predictor.kind, self.predictor.item
-        top = [{item: self.predictor.classes[i], key: round(float(result.values[i]), 6)} for i in order]
-        obj = {"file": display(path), "top": top, "model": self.model, "duration_s": round(result.duration_s, 3)}
+    def add(self, record: dict) -> None:
+        if "error" in record:
+            self.say(f"predict: {record['error']}", sys.stderr)
+            self.counts["failed"] += 1
+        else:
+            self._result({k: v for k, v in record.items() if k != "warnings"})
+            self.counts["classified"] += 1
+        for warning in record.get("warnings", ()):
+            self.say(f"predict: warning: {warning}", sys.stderr)
+
+    def _result(self, obj: dict) -> None:
         if self.fmt == "jsonl":
             self.say(json.dumps(obj), sys.stdout)
         elif self.fmt == "json":
             self.done.append(obj)
         else:
-            width = max(len(c) for c in self.predictor.classes)
-            label = "score " if key == "score" else ""
-            self.say("\n".join([display(path)] + [f"  {t[item]:<{width}}  {label}{t[key]:.3f}" for t in top]),
-                     sys.stdout)
+            label = "score " if self.key == "score" else ""
+            self.say("\n".join([obj["file"]] + [f"  {t[self.item]:<{self.width}}  {label}{t[self.key]:.3f}"
+                                                for t in obj["top"]]), sys.stdout)
 
     def close(self) -> None:
         if self.fmt == "json":
@@ -177,6 +169,14 @@ def _printer(bar):
 
 # ------------------------------------------------------------------------------------------ main
 
+def _shard(text: str) -> tuple:
+    """``k/N`` -> (k, N) with 1 <= k <= N."""
+    m = re.fullmatch(r"(\d+)/(\d+)", text)
+    if not m or not 1 <= int(m[1]) <= int(m[2]):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected k/N with 1 <= k <= N, e.g. 1/4")
+    return int(m[1]), int(m[2])
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="exit status: 0 all classified, "
                                 "1 a file failed, 2 usage error or no usable model")
@@ -193,9 +193,23 @@ def parse_args(argv):
     fmt.add_argument("--json", dest="fmt", action="store_const", const="json", help="one JSON list on stdout")
     fmt.add_argument("--jsonl", dest="fmt", action="store_const", const="jsonl",
                      help="one JSON object per line, as each file finishes")
+    p.add_argument("--out", metavar="FILE.jsonl", help="also append one line per file to FILE (resumable: "
+                   "a rerun skips the files already there for the same model)")
+    p.add_argument("--retry-errors", action="store_true", help="with --out: classify again the files whose "
+                   "line is an error")
+    p.add_argument("--shard", type=_shard, metavar="k/N", help="only the k-th of N deterministic parts of "
+                   "the files (by a hash of their path), for N machines or jobs")
+    p.add_argument("--jobs", type=int, metavar="N", help="threads preparing files ahead of the model "
+                   "(default: usable cores)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the networks run (default auto: CUDA when there is a GPU)")
     args = p.parse_args(argv)
     if args.top is not None and args.top < 1:
         p.error("--top must be at least 1")
+    if args.jobs is not None and args.jobs < 1:
+        p.error("--jobs must be at least 1")
+    if args.retry_errors and not args.out:
+        p.error("--retry-errors needs --out")
     args.top = args.top or (5 if args.tags else 3)
     if args.run and (args.model or args.data or args.ensemble):
         p.error("--run names one run folder: no --model, --data or --ensemble with it")
@@ -204,84 +218,94 @@ def parse_args(argv):
     return args
 
 
-def load_predictor(args):
-    """The Predictor of the chosen runs, or the Tagger for ``--tags``; UsageError when there is none."""
-    if args.tags:
-        return Tagger()
-    runs_root = Path(args.runs)
-    try:
-        run_dirs = [Path(args.run)] if args.run else runs.choose_runs(runs_root, args.model, args.data,
-                                                                     args.ensemble, note=_note)
-    except runs.NoRun as err:
-        raise UsageError(str(err)) from None
-    predictor = Predictor([load_member(d, runs_root, note=_note) for d in run_dirs])
-    data = predictor.members[0].config.get("data") or {}
-    if data.get("synthetic") or data.get("data_name") == "synthetic":
-        print(f"predict: warning: {predictor.members[0].name} was trained on the synthetic genre set; "
-              f"its predictions mean nothing for real music", file=sys.stderr)
-    return predictor
-
-
 def _note(line: str) -> None:
     print(f"predict: note: {line}", file=sys.stderr)
 
 
-def _classify_all(files, predictor, output, say) -> bool:
-    """Classify each file in turn; True when every one was."""
-    from features.audio import AudioError
+def load_classifier(args) -> Classifier:
+    """The Classifier of the chosen runs, or of the tagger for ``--tags``; UsageError when there is none."""
+    runs_root = Path(args.runs)
+    run_dirs = ()
+    if not args.tags:
+        try:
+            run_dirs = [Path(args.run)] if args.run else runs.choose_runs(runs_root, args.model, args.data,
+                                                                         args.ensemble, note=_note)
+        except runs.NoRun as err:
+            raise UsageError(str(err)) from None
+    spec = Spec(tuple(map(str, run_dirs)), str(runs_root), args.tags, args.top, args.device)
+    classifier = Classifier(spec, note=_note)
+    data = {} if args.tags else classifier.predictor.members[0].config.get("data") or {}
+    if data.get("synthetic") or data.get("data_name") == "synthetic":
+        print(f"predict: warning: {classifier.predictor.names[0]} was trained on the synthetic genre set; "
+              f"its predictions mean nothing for real music", file=sys.stderr)
+    return classifier
 
-    ok = True
-    for path in files:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                output.add(path, predictor.classify(path))
-            except (FileError, ValueError) as err:  # AudioError is a ValueError; so are samples mel_db refuses
-                problem = ' '.join(str(err.problem if isinstance(err, AudioError) else err).split())
-                unreadable = problem.startswith(("not a recognised audio format", "cannot open as audio"))
-                # display the whole line: an OSError's text may hold the name too
-                say(f"predict: {display(f'{path}: {problem}')}" + (f"; {CONVERT_HINT}" if unreadable else ""),
-                    sys.stderr)
-                ok = False
-        for w in caught:
-            say(f"predict: warning: {display(' '.join(str(w.message).split()))}", sys.stderr)
-    return ok
+
+def _to_do(files, args, classifier, log) -> tuple:
+    """(files to classify, their resume keys, how many were skipped as already in ``--out``)."""
+    if args.shard:
+        k, n = args.shard
+        files = [f for f in files if int(hashlib.sha256(os.fsencode(f)).hexdigest()[:15], 16) % n == k - 1]
+    keys = [file_key(f, classifier.model_id) for f in files]
+    if log is None:
+        return files, keys, 0
+    todo = [(f, key) for f, key in zip(files, keys) if not log.answered(display(f), key, args.retry_errors)]
+    log.forget(display(f) for f, _ in todo)
+    return [f for f, _ in todo], [key for _, key in todo], len(files) - len(todo)
+
+
+def _classify_all(files, keys, classifier, output, log, jobs, bar) -> None:
+    for (path, record), key in zip(classify(classifier, files, jobs), keys):
+        output.add(record)
+        if log is not None:
+            log.add({**{k: v for k, v in record.items() if k != "warnings"}, "key": key})
+        if bar is not None:
+            bar.update()
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    log = None
     try:
-        predictor = load_predictor(args)
-    except UsageError as err:
+        classifier = load_classifier(args)
+        log = ResultLog(args.out) if args.out else None
+        return _run(args, classifier, log)
+    except (UsageError, ResultLogError) as err:
         print(f"predict: {err}", file=sys.stderr)
         return 2
+    finally:
+        if log is not None:
+            log.close()  # after a failed write: what it could, quietly (the line above said it)
+
+
+def _run(args, classifier, log) -> int:
+    """Gather the files, skip those done, classify the rest with a progress bar; the exit status."""
     bar = None
-    if any(Path(p).is_dir() for p in args.paths):
+    if args.out or any(Path(p).is_dir() for p in args.paths):
         from tqdm import tqdm
 
         bar = tqdm(total=0, unit="file", file=sys.stderr, disable=None, dynamic_ncols=True)
     say = _printer(bar)
     files, ok = gather(args.paths, say)
-    output = Output(args.fmt, args.top, predictor, say)
+    files, keys, skipped = _to_do(files, args, classifier, log)
+    output = Output(args.fmt, classifier, say)
     if bar is not None:
         bar.total = len(files)
     try:
-        ok = _classify_all(_counted(files, bar), predictor, output, say) and ok
+        _classify_all(files, keys, classifier, output, log, args.jobs or usable_cpus(), bar)
         output.close()
+        if log is not None:
+            log.sync()
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly
         sys.stdout = open(os.devnull, "w")
         return 1
     finally:
         if bar is not None:
             bar.close()
-    return 0 if ok else 1
-
-
-def _counted(files, bar):
-    for f in files:
-        yield f
-        if bar is not None:
-            bar.update()
+    if log is not None:
+        print(f"predict: {output.counts['classified']} classified, {skipped} skipped as already in {args.out}, "
+              f"{output.counts['failed']} failed", file=sys.stderr)
+    return 0 if ok and not output.counts["failed"] else 1
 
 
 if __name__ == "__main__":

@@ -197,12 +197,17 @@ class Clip:
 
     def __init__(self, y: np.ndarray, valid: int, config: FeatureConfig):
         self.y, self.valid, self.config = y, valid, config
-        self._embedded = {}
+        self._embedded, self._views = {}, {}
+
+    @cached_property
+    def patches(self) -> np.ndarray:
+        """(P, ``backbone.PATCH_FRAMES``, 96) float32 backbone patches of the window's audio (``clip_patches``)."""
+        return clip_patches(self.y, self.valid, self.config.sr)
 
     def embedding(self, embedder) -> np.ndarray:
         """(P, n_features) float32: ``embedder`` on the patches of the window's audio (not its padding)."""
         if embedder.name not in self._embedded:
-            self._embedded[embedder.name] = embedder.embed(clip_patches(self.y, self.valid, self.config.sr))
+            self._embedded[embedder.name] = embedder.embed(self.patches)
         return self._embedded[embedder.name]
 
     @cached_property
@@ -216,12 +221,15 @@ class Clip:
         return n_valid_frames(self.valid, self.config, self.mel_db.shape[1])
 
     def view(self, name: str) -> np.ndarray:
-        """The cache array ``name`` (``wave``, ``mel_db``, ``img400``, ...) of this window."""
+        """The cache array ``name`` (``wave``, ``mel_db``, ``img400``, ...) of this window (each image
+        view computed once)."""
         if name == "wave":
             return self.y
         if name == "mel_db":
             return self.mel_db
-        return views_of(self.mel_db, (name[3:],), self.config)[name[3:]]
+        if name not in self._views:
+            self._views[name] = views_of(self.mel_db, (name[3:],), self.config)[name[3:]]
+        return self._views[name]
 
 
 class Windows:

@@ -64,7 +64,7 @@ import numpy as np
 from features import backbone
 from features.dataset import track_id
 
-from .family import Fitted, ModelError, load_arrays
+from .family import Fitted, ModelError, load_arrays, resolve_device
 from .svm import load, save  # noqa: F401  (the same plain-array .npz files, no pickles)
 
 ABSENT = -1e9  # log-probability of a class with no training clip
@@ -261,11 +261,11 @@ class HeadFamily:
     def inputs(self, hp) -> tuple:
         return (hp.view, "lengths")
 
-    def embedder(self, hp):
+    def embedder(self, hp, device="cpu"):
         from . import musicnn, tfbundle
 
         try:
-            return musicnn.embedder()
+            return musicnn.embedder(resolve_device(device))
         except (musicnn.BackboneMissing, tfbundle.BundleError) as err:
             raise ModelError(str(err)) from None
 
@@ -283,7 +283,7 @@ class HeadFamily:
         module.save(job.run_dir / "head.npz", params)
         return Fitted(module.log_probs(params, arr[split.test], n_patches[split.test]), {"head_cv": table})
 
-    def scorer(self, module, run, embedder):
+    def scorer(self, module, run, embedder, device="cpu"):  # the head is numpy; the embedder is on device
         n_classes = len(run.config["classes"])
         params = load_arrays(run, "head.npz", module.load,
                              lambda p: module.params_problem(p, n_classes, embedder.n_features))
@@ -300,6 +300,9 @@ class _HeadScorer:
 
     def __init__(self, module, params, embedder):
         self.module, self.params, self.embedder = module, params, embedder
+
+    def prepare(self, clip) -> None:
+        clip.patches
 
     def __call__(self, clip) -> tuple:
         x = clip.embedding(self.embedder)

@@ -45,6 +45,10 @@ class Scorer(Protocol):
 
     per_block: bool  # windows are consecutive blocks, padding left out (else the last ends at the file's end)
 
+    def prepare(self, clip) -> None:
+        """Compute the window's inputs this model reads (CPU work, on any thread), so that the call
+        itself only runs the model."""
+
     def __call__(self, clip) -> tuple:
         """(scores over the classes (n_classes,) float64, weight of this window when windows are averaged)."""
 
@@ -60,15 +64,16 @@ class Family(Protocol):
     def inputs(self, hp) -> tuple:
         """The cache arrays the model reads, besides ``labels``."""
 
-    def embedder(self, hp):
-        """The pretrained network its inputs need (``features.backbone.Embedder``), None for none;
-        ``ModelError`` when it is not installed."""
+    def embedder(self, hp, device: str = "cpu"):
+        """The pretrained network its inputs need (``features.backbone.Embedder``) on ``device``, None
+        for none; ``ModelError`` when it is not installed."""
 
     def fit(self, module, hp, job: Job) -> Fitted:
         """Train on ``job.split``, write the fitted model into ``job.run_dir``, score the test rows."""
 
-    def scorer(self, module, run, embedder) -> Scorer:
-        """The model of a verified run (``models.runs.Run``); ``ModelError`` when its files are unusable."""
+    def scorer(self, module, run, embedder, device: str = "cpu") -> Scorer:
+        """The model of a verified run (``models.runs.Run``) on ``device``; ``ModelError`` when its files
+        are unusable."""
 
 
 class ModelError(Exception):
@@ -100,3 +105,15 @@ def load_arrays(run, name: str, load, problem_of) -> dict:
         raise ModelError(f"{path}: {problem}, not a model of this run; retrain: "
                          f"`{repair_command(run.path, run.config)}`")
     return params
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` where torch sees a GPU, else ``"cpu"``; ``"cuda"`` without one is a
+    ``ModelError``. Imports torch: only the families that run torch call it."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"--device {device}: torch {torch.__version__} sees no CUDA GPU here; use --device cpu")
+    return device

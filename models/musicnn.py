@@ -30,6 +30,7 @@ channels_last and applying ReLU and batch norm after the max over frequency (`Fr
 under 1 % (they act on (B, C, T) maps or vectors), so they stay as TensorFlow has them.
 """
 
+import copy
 import functools
 import hashlib
 import importlib.util
@@ -276,7 +277,7 @@ def embed(net: Musicnn, patches, batch_size: int = EMBED_BATCH, outputs=("max_po
         log10(10000 mel + 1) patches, time first (T = PATCH_FRAMES as trained).
     batch_size : int
         Patches per forward pass (speed only: the values do not depend on it beyond float rounding).
-        Runs on ``torch.get_num_threads()`` threads.
+        Runs where ``net`` is: on the CPU on ``torch.get_num_threads()`` threads.
     outputs : sequence of str
         Keys of `Musicnn.forward`'s dict; the default gives its "features", (P, 1506).
 
@@ -287,28 +288,43 @@ def embed(net: Musicnn, patches, batch_size: int = EMBED_BATCH, outputs=("max_po
     x = torch.from_numpy(np.ascontiguousarray(patches, dtype=np.float32))
     if x.ndim != 3 or x.shape[2] != N_MELS or x.shape[1] < 1:
         raise ValueError(f"musicnn.embed: patches of shape {tuple(x.shape)}, expected (P, T, {N_MELS})")
+    device = next(net.parameters()).device  # the patches go where the network is
     with torch.inference_mode():
-        chunks = [net(chunk) for chunk in x.split(batch_size)]
-        return torch.cat([torch.cat([c[name] for name in outputs], dim=1) for c in chunks]).numpy()
+        chunks = [net(chunk.to(device)) for chunk in x.split(batch_size)]
+        return torch.cat([torch.cat([c[name] for name in outputs], dim=1) for c in chunks]).cpu().numpy()
 
 
-def taggram(patches) -> np.ndarray:
+def taggram(patches, device: str = "cpu") -> np.ndarray:
     """musicnn's 50 tag probabilities (independent sigmoids, MSD_TAGS order) per patch: (P, 50) float32.
 
-    ``patches`` as for `embed`; the installed weights (`load`); raises `BackboneMissing` without them.
+    ``patches`` as for `embed`; the installed weights (`load`) on ``device``; raises `BackboneMissing`
+    without them.
     """
-    return embed(load(), patches, outputs=("taggram",))
+    return embed(_on(device), patches, outputs=("taggram",))
+
+
+def _on(device: str) -> Musicnn:
+    """The installed network on ``device``: the shared one (`load`) on the CPU, a copy elsewhere."""
+    net = load()
+    return net if torch.device(device).type == "cpu" else _moved(net, device)
 
 
 @functools.lru_cache(maxsize=None)
-def embedder() -> backbone.Embedder:
-    """The installed network as the feature cache sees it (one per process): `EMBEDDING` per patch.
+def _moved(net: Musicnn, device: str) -> Musicnn:
+    return copy.deepcopy(net).to(device)
+
+
+@functools.lru_cache(maxsize=None)
+def embedder(device: str = "cpu") -> backbone.Embedder:
+    """The installed network on ``device`` as the feature cache sees it (one per process and device):
+    `EMBEDDING` per patch. Its identity does not name the device: a GPU's features equal the CPU's
+    within float rounding (1e-4 relative).
 
     Raises `BackboneMissing` when the weights are not installed, `tfbundle.BundleError` (with the
     command that reinstalls them) when they are damaged.
     """
     try:
-        net = load()
+        net = _on(device)
     except tfbundle.BundleError as err:
         raise tfbundle.BundleError(f"{err}; reinstall the weights: `{REINSTALL}`") from None
     identity = f"MSD_musicnn sha256 {weights_sha256()} version {VERSION} outputs {'+'.join(EMBEDDING)}"

@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 
-from .family import Fitted, ModelError
+from .family import Fitted, ModelError, resolve_device
 from .runs import repair_command
 
 
@@ -26,7 +26,7 @@ class NetFamily:
     def inputs(self, hp) -> tuple:
         return (hp.view, "lengths") if hp.view == "mel_db" else (hp.view,)
 
-    def embedder(self, hp):
+    def embedder(self, hp, device="cpu"):
         return None
 
     def fit(self, module, hp, job) -> Fitted:
@@ -35,22 +35,24 @@ class NetFamily:
         log_probs, results = loop.fit(module, hp, job)
         return Fitted(log_probs, results)
 
-    def scorer(self, module, run, embedder):
+    def scorer(self, module, run, embedder, device="cpu"):
         from .loop import Hooks
 
-        net, transform = _load_net(module, run)
+        device = resolve_device(device)
+        net, transform = _load_net(module, run, device)
         hp = run.config["hparams"]
         clip_log_probs = Hooks.of(module).clip_log_probs
         if clip_log_probs is not None:
             return _ClipScorer(net, clip_log_probs)
-        return _WindowScorer(net, transform, hp.get("view"), hp.get("crop"), hp.get("loss", "nll"))
+        return _WindowScorer(net, transform, hp.get("view"), hp.get("crop"), hp.get("loss", "nll"), device)
 
 
 NETS = NetFamily()
 
 
-def _load_net(module, run) -> tuple:
-    """(network in eval mode, its transform) from the run's ``model.pt``; ModelError when unusable."""
+def _load_net(module, run, device) -> tuple:
+    """(network in eval mode on ``device``, its transform) from the run's ``model.pt``; ModelError when
+    unusable."""
     import torch
 
     path, n_classes = run.path / "model.pt", len(run.config["classes"])
@@ -69,7 +71,7 @@ def _load_net(module, run) -> tuple:
         raise ModelError(f"{path}: not the weights of models.{run.config['model']} with {n_classes} classes "
                          f"({first.rstrip(':.')}); {hint}") from None
     net.eval()
-    return net, transform
+    return net.to(device), transform
 
 
 class _WindowScorer:
@@ -77,15 +79,20 @@ class _WindowScorer:
 
     per_block = False
 
-    def __init__(self, net, transform, view, crop, loss):
+    def __init__(self, net, transform, view, crop, loss, device):
         self.net, self.transform, self.view, self.crop, self.loss = net, transform, view, crop, loss
+        self.device = device
+
+    def prepare(self, clip) -> None:
+        if self.view != "wave":
+            clip.mel_db  # the costly part of every image view; the view itself is made when scored
 
     def __call__(self, clip) -> tuple:
         import torch
 
         x = clip.view(self.view)[None]
         with torch.inference_mode():
-            out = self.net(self.transform(x if self.crop is None else x[:, :self.crop]))
+            out = self.net(self.transform(x if self.crop is None else x[:, :self.crop]).to(self.device))
             log_probs = out if self.loss == "nll" else torch.log_softmax(out, dim=1)
         return log_probs[0].double().cpu().numpy(), 1.0
 
@@ -97,6 +104,9 @@ class _ClipScorer:
 
     def __init__(self, net, clip_log_probs):
         self.net, self.clip_log_probs = net, clip_log_probs
+
+    def prepare(self, clip) -> None:
+        clip.mel_db
 
     def __call__(self, clip) -> tuple:
         import torch

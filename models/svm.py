@@ -185,7 +185,7 @@ class SvmFamily:
     def inputs(self, hp) -> tuple:
         return (hp.view,)
 
-    def embedder(self, hp):
+    def embedder(self, hp, device="cpu"):
         return None
 
     def fit(self, module, hp, job) -> Fitted:
@@ -198,7 +198,7 @@ class SvmFamily:
         scores = module.decision_scores(params, arr[split.test]) if len(split.test) else np.zeros((0, n_classes))
         return Fitted(scores, {"n_support_vectors": int(len(params["support_vectors"]))})
 
-    def scorer(self, module, run, embedder):
+    def scorer(self, module, run, embedder, device="cpu"):  # numpy: always on the CPU
         view = run.config["features"]["view"]
         width, height = images.VIEWS.get(str(view)[3:], (0, 0))
         n_classes = len(run.config["classes"])
@@ -216,6 +216,9 @@ class _SvmScorer:
 
     def __init__(self, module, params, view):
         self.module, self.params, self.view = module, params, view
+
+    def prepare(self, clip) -> None:
+        clip.mel_db  # the costly part of its image view; the view itself is made when scored
 
     def __call__(self, clip) -> tuple:
         return self.module.decision_scores(self.params, clip.view(self.view)[None])[0], 1.0

@@ -51,7 +51,7 @@ class CentroidFamily:
     def inputs(self, hp) -> tuple:
         return (hp.view,)
 
-    def embedder(self, hp):
+    def embedder(self, hp, device="cpu"):
         return None
 
     def fit(self, module, hp, job) -> Fitted:
@@ -62,7 +62,7 @@ class CentroidFamily:
         atomic_write(job.run_dir / "centroids.npz", lambda f: np.savez(f, centroids=centroids))
         return Fitted(log_probs(centroids, arr[job.split.test], hp.temperature), {"n_centroids": len(centroids)})
 
-    def scorer(self, module, run, embedder):
+    def scorer(self, module, run, embedder, device="cpu"):
         n_classes, view = len(run.config["classes"]), run.config["hparams"]["view"]
 
         def load(path):
@@ -76,6 +76,9 @@ class CentroidFamily:
 
         class Scorer:
             per_block = False
+
+            def prepare(self, clip):
+                clip.view(view)
 
             def __call__(self, clip):
                 return log_probs(params["centroids"], clip.view(view)[None], temperature)[0].astype(np.float64), 1.0

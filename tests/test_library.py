@@ -1,0 +1,183 @@
+"""predict.py on a music library: --out resume (SIGKILL included), torn lines, errors and --retry-errors,
+--shard, --jobs, --device; the batch engine equals the file-by-file path."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import predict
+from models import engine, resultlog
+from models.inference import load_member
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def library(trained, tmp_path):
+    """A copy of the trained fixture's synthetic clips (30 files), one bad file, and the runs root."""
+    data, runs = trained
+    lib = tmp_path / "lib"
+    shutil.copytree(data, lib)
+    (lib / "rock" / "broken.wav").write_bytes(b"RIFF not audio")
+    return lib, runs
+
+
+def out_lines(path: Path) -> list:
+    text = path.read_text()
+    assert text == "" or text.endswith("\n")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def errors(err: str) -> list:
+    return [line for line in err.splitlines() if not line.startswith(("predict: note:", "predict: warning:"))]
+
+
+def run(capsys, *argv) -> tuple:
+    code = predict.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_out_writes_one_line_per_file_and_a_rerun_skips_them(library, tmp_path, capsys):
+    lib, runs = library
+    out = tmp_path / "genres.jsonl"
+    code, _, err = run(capsys, "--runs", runs, "--jsonl", "--out", out, lib)
+    lines = out_lines(out)
+    n_files = len(list(lib.rglob("*.wav")))
+    assert code == 1 and len(lines) == n_files == 31  # the broken file fails, the others go on
+    (bad,) = [o for o in lines if "error" in o]
+    assert bad["file"].endswith("broken.wav") and "convert it" in bad["error"]
+    assert all(set(o["key"]) == {"size", "mtime_ns", "model_id"} for o in lines)
+    assert "30 classified, 0 skipped as already in" in err and "1 failed" in err
+    code, stdout, err = run(capsys, "--runs", runs, "--jsonl", "--out", out, lib)
+    assert code == 0 and stdout == "" and "0 classified, 31 skipped" in err and out_lines(out) == lines
+    code, _, err = run(capsys, "--runs", runs, "--out", out, "--retry-errors", lib)
+    assert code == 1 and "0 classified, 30 skipped" in err and "1 failed" in err
+    assert sorted(o["file"] for o in out_lines(out)) == sorted(o["file"] for o in lines)  # still one line each
+
+
+def test_a_changed_file_and_another_model_are_classified_again(library, tmp_path, capsys):
+    lib, runs = library
+    out = tmp_path / "genres.jsonl"
+    (lib / "rock" / "broken.wav").unlink()
+    run(capsys, "--runs", runs, "--out", out, lib)
+    changed = sorted((lib / "jazz").iterdir())[0]
+    os.utime(changed, ns=(time.time_ns(), time.time_ns() + 10**9))
+    code, _, err = run(capsys, "--runs", runs, "--out", out, lib)
+    assert code == 0 and "1 classified, 29 skipped" in err
+    lines = out_lines(out)
+    assert len(lines) == 30 and len({o["file"] for o in lines}) == 30
+    (line,) = [o for o in lines if o["file"] == str(changed)]
+    assert line["key"]["mtime_ns"] == os.stat(changed).st_mtime_ns
+
+
+def test_a_torn_last_line_is_cut_and_redone(library, tmp_path, capsys):
+    lib, runs = library
+    out = tmp_path / "genres.jsonl"
+    (lib / "rock" / "broken.wav").unlink()
+    run(capsys, "--runs", runs, "--out", out, lib)
+    whole = out.read_bytes()
+    out.write_bytes(whole[:-25])  # a kill in the middle of the last line's write
+    code, _, err = run(capsys, "--runs", runs, "--out", out, lib)
+    assert code == 0 and "1 classified, 29 skipped" in err
+    assert sorted(map(json.dumps, out_lines(out))) == sorted(map(json.dumps, (json.loads(x) for x in
+                                                                             whole.decode().splitlines())))
+
+
+def test_a_file_that_is_not_ours_is_refused_not_cut(library, tmp_path, capsys):
+    lib, runs = library
+    out = tmp_path / "notes.txt"
+    out.write_text("my notes\nthe second line")
+    code, _, err = run(capsys, "--runs", runs, "--out", out, lib)
+    (line,) = errors(err)
+    assert code == 2 and "notes.txt: not a file of predict.py --out" in line
+    assert out.read_text() == "my notes\nthe second line"
+
+
+def test_sigkill_at_random_moments_then_resume_gives_one_line_per_file(library, tmp_path):
+    lib, runs = library
+    (lib / "rock" / "broken.wav").unlink()
+    out = tmp_path / "genres.jsonl"
+    cmd = [sys.executable, str(REPO / "predict.py"), "--runs", str(runs), "--out", str(out), "--jsonl",
+           "--jobs", "2", str(lib)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    rng = np.random.default_rng(7)
+    for delay in rng.uniform(1.5, 4.0, 3):
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tmp_path)
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        resultlog._read_lines(out)  # whatever the kill left is readable (a torn tail is allowed)
+    assert subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=tmp_path).returncode == 0
+    lines = out_lines(out)
+    assert len(lines) == 30 and len({o["file"] for o in lines}) == 30 and all("top" in o for o in lines)
+
+
+def test_shards_partition_the_files(library, tmp_path, capsys):
+    lib, runs = library
+    (lib / "rock" / "broken.wav").unlink()
+    seen = []
+    for k in (1, 2, 3):
+        code, out, _ = run(capsys, "--runs", runs, "--jsonl", "--shard", f"{k}/3", lib)
+        seen.append([json.loads(line)["file"] for line in out.splitlines()])
+    assert code == 0 and all(seen) and sum(map(len, seen)) == 30 and len(set().union(*seen)) == 30
+    code, out, _ = run(capsys, "--runs", runs, "--jsonl", "--shard", "2/3", lib)
+    assert [json.loads(line)["file"] for line in out.splitlines()] == seen[1]  # deterministic
+    with pytest.raises(SystemExit):
+        predict.parse_args(["--shard", "4/3", "x.wav"])
+
+
+def test_jobs_and_the_batch_engine_equal_the_file_by_file_path(library, capsys):
+    lib, runs = library
+    outs = [run(capsys, "--runs", runs, "--jsonl", "--jobs", str(j), lib)[1] for j in (1, 3)]
+    assert outs[0] == outs[1] and len(outs[0].splitlines()) == 30
+    (run_dir,) = (runs / "synthetic" / "svm").iterdir()
+    member = load_member(run_dir, runs)
+    files = sorted(lib.rglob("*.wav"))[:6]
+    classifier = engine.Classifier(engine.Spec((str(run_dir),), str(runs)))
+    batch = classifier({"path": [str(f) for f in files]})
+    for f, record in zip(files, batch["record"]):
+        scores = predict_scores(member, f)
+        top = json.loads(record)["top"]
+        assert [t["score"] for t in top] == pytest.approx(sorted(scores, reverse=True)[:3], abs=1e-6)
+
+
+def predict_scores(member, path):
+    from models.inference import Predictor
+
+    return Predictor([member]).classify(path).values
+
+
+def test_device_cuda_without_a_gpu_is_one_line(trained, tmp_path, capsys, monkeypatch):
+    import torch
+
+    _, runs = trained
+    clip = tmp_path / "a.wav"
+    sf.write(clip, np.zeros(22050 * 2, np.float32) + 0.1, 22050)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, _, err = run(capsys, "--tags", "--device", "cuda", clip)
+    (line,) = errors(err)
+    assert code == 2 and "no CUDA GPU" in line
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("musicnn"), reason="the musicnn wheel is not installed")
+def test_the_device_code_path_on_the_cpu_equals_the_default(tmp_path, capsys):
+    from models import musicnn
+
+    patches = np.random.default_rng(0).uniform(0, 3, (3, 187, 96)).astype(np.float32)
+    default, on_cpu = musicnn.embedder(), musicnn.embedder("cpu")
+    np.testing.assert_array_equal(default.embed(patches), on_cpu.embed(patches))
+    assert default.identity == on_cpu.identity
+    moved = musicnn._moved(musicnn.load(), "cpu")  # the copy a GPU gets, here on the CPU
+    assert moved is not musicnn.load()
+    np.testing.assert_allclose(musicnn.embed(moved, patches, outputs=musicnn.EMBEDDING), default.embed(patches),
+                               rtol=1e-4, atol=1e-4)
