@@ -261,11 +261,12 @@ class HeadFamily:
     def inputs(self, hp) -> tuple:
         return (hp.view, "lengths")
 
-    def embedder(self, hp, device="cpu"):
+    def embedder(self, hp, device="cpu", network=None):
         from . import musicnn, tfbundle
 
         try:
-            return musicnn.embedder(resolve_device(device))
+            device = resolve_device(device)
+            return musicnn.embedder(device) if network is None else musicnn.embedder_for(network, device)
         except (musicnn.BackboneMissing, tfbundle.BundleError) as err:
             raise ModelError(str(err)) from None
 

@@ -64,9 +64,10 @@ class Family(Protocol):
     def inputs(self, hp) -> tuple:
         """The cache arrays the model reads, besides ``labels``."""
 
-    def embedder(self, hp, device: str = "cpu"):
+    def embedder(self, hp, device: str = "cpu", network: str = None):
         """The pretrained network its inputs need (``features.backbone.Embedder``) on ``device``, None
-        for none; ``ModelError`` when it is not installed."""
+        for none; ``ModelError`` when it is not installed. ``network``: the identity a run recorded (its
+        precision is then the run's), None for this machine's default (training)."""
 
     def fit(self, module, hp, job: Job) -> Fitted:
         """Train on ``job.split``, write the fitted model into ``job.run_dir``, score the test rows."""

@@ -66,7 +66,7 @@ def _family(run: runs.Run, device: str):
     module, family = model_file(name), family_of(name)
     hp = run.config["hparams"]
     try:
-        return module, family, family.embedder(hp, device)
+        return module, family, family.embedder(hp, device, run.config["features"].get("network"))
     except ModelError as err:
         raise UsageError(str(err)) from None
 

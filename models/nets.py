@@ -26,7 +26,7 @@ class NetFamily:
     def inputs(self, hp) -> tuple:
         return (hp.view, "lengths") if hp.view == "mel_db" else (hp.view,)
 
-    def embedder(self, hp, device="cpu"):
+    def embedder(self, hp, device="cpu", network=None):
         return None
 
     def fit(self, module, hp, job) -> Fitted:

@@ -185,7 +185,7 @@ class SvmFamily:
     def inputs(self, hp) -> tuple:
         return (hp.view,)
 
-    def embedder(self, hp, device="cpu"):
+    def embedder(self, hp, device="cpu", network=None):
         return None
 
     def fit(self, module, hp, job) -> Fitted:

@@ -224,13 +224,23 @@ def test_features_are_max_pool_then_mean_pool(net, reference):
 
 def test_embedder_gives_the_cache_max_mean_and_penultimate(net, reference):
     meta, arrays = reference
-    embedder = musicnn.embedder()
+    embedder = musicnn.embedder(precision="float32")  # TensorFlow's float32 is the reference
     assert meta["files_sha256"] in embedder.identity and f"version {musicnn.VERSION}" in embedder.identity
     expected = np.concatenate([arrays[f"{name}_187"] for name in musicnn.EMBEDDING], axis=1)
     assert musicnn.EMBEDDING == ("max_pool", "mean_pool", "penultimate")
     assert embedder.n_features == expected.shape[1] == 1706
     np.testing.assert_allclose(embedder.embed(arrays["x187"]), expected, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(musicnn.taggram(arrays["x187"]), arrays["taggram_187"], atol=1e-5)
+
+
+def test_bfloat16_is_close_to_float32_and_named_in_the_identity(net, reference):
+    _, arrays = reference
+    f32, bf16 = musicnn.embedder(precision="float32"), musicnn.embedder(precision="bfloat16")
+    assert "precision" not in f32.identity and bf16.identity == f32.identity + " precision bfloat16"
+    a, b = f32.embed(arrays["x187"]), bf16.embed(arrays["x187"])
+    assert b.dtype == np.float32 and 0 < np.linalg.norm(a - b) / np.linalg.norm(a) < 0.05  # measured: <= 2 %
+    assert [musicnn.embedder_for(e.identity).identity for e in (bf16, f32)] == [bf16.identity, f32.identity]
+    assert musicnn.default_precision("cuda") == "float32"
 
 
 def test_load_is_inference_ready_and_cached(net, weights):

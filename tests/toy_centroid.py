@@ -51,7 +51,7 @@ class CentroidFamily:
     def inputs(self, hp) -> tuple:
         return (hp.view,)
 
-    def embedder(self, hp, device="cpu"):
+    def embedder(self, hp, device="cpu", network=None):
         return None
 
     def fit(self, module, hp, job) -> Fitted:
