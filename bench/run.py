@@ -16,7 +16,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from features.files import atomic_write  # noqa: E402
-SCRIPTS = ("bench_mel.py", "bench_features.py", "bench_musicnn.py", "bench_train.py", "bench_predict.py",
+SCRIPTS = ("bench_mel.py", "bench_features.py", "bench_musicnn.py", "bench_precision.py", "bench_train.py",
+           "bench_predict.py", "bench_library.py",
            "bench_pool.py")
 
 

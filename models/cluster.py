@@ -20,6 +20,8 @@ imports it only when called.
 import json
 import logging
 import os
+import re
+import warnings
 from pathlib import Path
 
 from features import usable_cpus
@@ -33,6 +35,8 @@ RAY_MISSING = ("the Ray engine needs Ray, which is not installed: `make cluster`
 BATCH_SIZE = 4  # files per actor call: small, so the driver gets records as they come and actors stay even
 CPUS_PER_ACTOR = 1  # an actor prepares one file ahead on a thread while it scores: measured fastest on 2 cores
 SHARD_SUFFIX = ".jsonl"
+REPO = Path(__file__).resolve().parents[1]
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the colours of Ray's worker names
 
 
 class ClusterError(Exception):
@@ -146,11 +150,9 @@ class _Session:
                 self.ray.init(num_cpus=usable_cpus(), **quiet)
                 self.started = True
             else:
-                import features
-                import models
-
-                self.ray.init(address=self.address, **quiet, runtime_env={
-                    "py_modules": [features, models], "excludes": ["__pycache__"]})
+                code = [str(REPO / "features"), str(REPO / "models")]
+                self.ray.init(address=self.address, **quiet,
+                              runtime_env={"py_modules": code, "excludes": ["__pycache__"]})
         except (ConnectionError, RuntimeError, ValueError) as err:
             where = self.address or "a new local instance"
             raise UsageError(f"cannot start or reach Ray at {where}: {_first_line(err)}") from None
@@ -161,7 +163,8 @@ class _Session:
 
 
 def _quiet_data() -> None:
-    """Ray Data without progress bars or INFO lines on stderr (its log file keeps them), order kept."""
+    """Ray Data without progress bars or its own lines on stderr (its log file keeps them: a failure
+    is said in one line by ``_failure``), the order of the rows kept."""
     import ray.data
 
     context = ray.data.DataContext.get_current()
@@ -169,7 +172,7 @@ def _quiet_data() -> None:
     context.execution_options.preserve_order = True
     for handler in logging.getLogger("ray.data").handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            handler.setLevel(logging.ERROR)
+            handler.setLevel(logging.CRITICAL)
 
 
 def _mapped(ray, spec, paths: list, batch_size: int, worker):
@@ -180,14 +183,12 @@ def _mapped(ray, spec, paths: list, batch_size: int, worker):
     kills its worker (a decoder crash, a file too big for memory) would kill every restart too.
     """
     spec, size, resources = _actors(ray.cluster_resources(), spec)
-    return ray.data.from_items([{"path": str(p)} for p in paths]).map_batches(
-        worker, fn_constructor_args=(spec,), batch_size=batch_size, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=size), ray_remote_args_fn=_no_restarts, **resources)
-
-
-def _no_restarts() -> dict:
-    # through ray_remote_args_fn: Ray Data 2.60 deprecates extra keywords such as max_restarts=0
-    return {"max_restarts": 0}
+    items = ray.data.from_items([{"path": str(p)} for p in paths])
+    with warnings.catch_warnings():
+        # Ray Data 2.60 names no parameter for max_restarts yet and warns of the keyword it takes
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        return items.map_batches(worker, fn_constructor_args=(spec,), batch_size=batch_size, batch_format="numpy",
+                                 compute=ray.data.ActorPoolStrategy(size=size), max_restarts=0, **resources)
 
 
 def _actors(resources: dict, spec) -> tuple:
@@ -228,11 +229,19 @@ def _shard_sink(out_dir: str):
 
 
 def _failure(err) -> Exception:
-    """A Ray failure as one line: a worker's UsageError (a run it cannot load) as itself."""
-    cause = getattr(err, "cause", None)
-    if isinstance(cause, UsageError):
-        return UsageError(str(cause))
-    return ClusterError(f"Ray failed: {_first_line(cause or err)}")
+    """A Ray failure as one line: the last line of the worker's traceback that Ray's message ends with
+    (a UsageError, such as a run the worker cannot load, as itself), and where Ray's logs are."""
+    lines = _ANSI.sub("", str(err)).strip().splitlines() or [type(err).__name__]
+    name, _, text = lines[-1].partition(": ")
+    if name == f"{UsageError.__module__}.{UsageError.__name__}":
+        return UsageError(text)
+    return ClusterError(f"Ray failed: {lines[-1]} (Ray's logs: {_log_dir()})")
+
+
+def _log_dir() -> str:
+    import ray.data._internal.logging
+
+    return ray.data._internal.logging.get_log_directory() or "the Ray session's logs folder"
 
 
 def _first_line(err) -> str:
