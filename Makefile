@@ -53,7 +53,7 @@ dev: .venv/.dev-installed
 	$(PY) -m pip install -q $(TORCH_SRC) -r requirements-dev.txt
 	touch $@
 
-# The optional Ray engine (predict.py --engine ray); its tests skip without it.
+# The optional Ray engine (predict.py --engine ray): Ray Data, about 0.5 GB.
 cluster: .venv/.cluster-installed
 
 .venv/.cluster-installed: .venv/.installed requirements-cluster.txt
@@ -72,10 +72,11 @@ train: setup
 evaluate: setup
 	$(PY) evaluate.py --all --pca
 
-test: dev
+# the Ray engine's tests too (tests/test_cluster.py): they skip without Ray, so CI installs it here
+test: dev cluster
 	$(PY) -m pytest -q tests
 
-bench: dev
+bench: dev cluster
 	$(PY) -m pip install -q -r requirements-bench.txt || echo "make bench: audioFlux not installed; its row is left out"
 	$(PY) bench/run.py
 

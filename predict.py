@@ -70,7 +70,7 @@ from pathlib import Path
 
 from features import usable_cpus
 from features.dataset import AUDIO_EXTENSIONS
-from models import runs
+from models import cluster, runs
 from models.engine import Classifier, Spec, classify, display
 from models.inference import UsageError
 from models.resultlog import ResultLog, ResultLogError, file_key
@@ -203,13 +203,23 @@ def parse_args(argv):
                    "(default: usable cores)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where the networks run (default auto: CUDA when there is a GPU)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="ray: the same classification on a Ray cluster (`make cluster` installs Ray)")
+    p.add_argument("--address", metavar="ADDR", help="with --engine ray: auto (this node's cluster) or "
+                   "HOST:PORT of its head; default: a local Ray on this machine's cores")
+    p.add_argument("--out-dir", metavar="DIR", help="with --engine ray: the workers write the --out lines "
+                   "as shards DIR/*.jsonl themselves (resumable: a rerun skips the files in them)")
     args = p.parse_args(argv)
+    if args.engine != "ray" and (args.address or args.out_dir):
+        p.error("--address and --out-dir need --engine ray")
+    if args.out_dir and args.out:
+        p.error("--out-dir and --out: choose one")
+    if args.retry_errors and not (args.out or args.out_dir):
+        p.error("--retry-errors needs --out or --out-dir")
     if args.top is not None and args.top < 1:
         p.error("--top must be at least 1")
     if args.jobs is not None and args.jobs < 1:
         p.error("--jobs must be at least 1")
-    if args.retry_errors and not args.out:
-        p.error("--retry-errors needs --out")
     args.top = args.top or (5 if args.tags else 3)
     if args.run and (args.model or args.data or args.ensemble):
         p.error("--run names one run folder: no --model, --data or --ensemble with it")
@@ -242,20 +252,34 @@ def load_classifier(args) -> Classifier:
 
 
 def _to_do(files, args, classifier, log) -> tuple:
-    """(files to classify, their resume keys, how many were skipped as already in ``--out``)."""
+    """(files to classify, their resume keys, how many were skipped as already in ``--out`` or ``--out-dir``)."""
     if args.shard:
         k, n = args.shard
         files = [f for f in files if int(hashlib.sha256(os.fsencode(f)).hexdigest()[:15], 16) % n == k - 1]
     keys = [file_key(f, classifier.model_id) for f in files]
-    if log is None:
+    if log is not None:
+        todo = [(f, key) for f, key in zip(files, keys) if not log.answered(display(f), key, args.retry_errors)]
+        log.forget(display(f) for f, _ in todo)
+    elif args.out_dir:
+        done = cluster.done_in(args.out_dir)  # {file and key: whether its line is an error}
+        failed = [done.get(cluster.done_key(display(f), key)) for f, key in zip(files, keys)]  # None: not done
+        todo = [(f, key) for f, key, state in zip(files, keys, failed)
+                if state is None or (state and args.retry_errors)]
+    else:
         return files, keys, 0
-    todo = [(f, key) for f, key in zip(files, keys) if not log.answered(display(f), key, args.retry_errors)]
-    log.forget(display(f) for f, _ in todo)
     return [f for f, _ in todo], [key for _, key in todo], len(files) - len(todo)
 
 
-def _classify_all(files, keys, classifier, output, log, jobs, bar) -> None:
-    for (path, record), key in zip(classify(classifier, files, jobs), keys):
+def _records(args, classifier, files):
+    """(path, record) of each file, in order, from the chosen engine (none with ``--out-dir``: the
+    workers write them)."""
+    if args.engine == "ray":
+        return cluster.classify(classifier.spec, files, args.address, out_dir=args.out_dir)
+    return classify(classifier, files, args.jobs or usable_cpus())
+
+
+def _classify_all(records, keys, output, log, bar) -> None:
+    for (path, record), key in zip(records, keys):
         output.add(record)
         if log is not None:
             log.add({**{k: v for k, v in record.items() if k != "warnings"}, "key": key})
@@ -267,12 +291,17 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     log = None
     try:
+        if args.engine == "ray":
+            cluster.require_ray()  # before the model is loaded: the one line that says how to install it
         classifier = load_classifier(args)
         log = ResultLog(args.out) if args.out else None
         return _run(args, classifier, log)
     except (UsageError, ResultLogError) as err:
         print(f"predict: {err}", file=sys.stderr)
         return 2
+    except cluster.ClusterError as err:
+        print(f"predict: {err}", file=sys.stderr)
+        return 1
     finally:
         if log is not None:
             log.close()  # after a failed write: what it could, quietly (the line above said it)
@@ -292,7 +321,7 @@ def _run(args, classifier, log) -> int:
     if bar is not None:
         bar.total = len(files)
     try:
-        _classify_all(files, keys, classifier, output, log, args.jobs or usable_cpus(), bar)
+        _classify_all(_records(args, classifier, files), keys, output, log, bar)
         output.close()
         if log is not None:
             log.sync()
@@ -302,7 +331,10 @@ def _run(args, classifier, log) -> int:
     finally:
         if bar is not None:
             bar.close()
-    if log is not None:
+    if args.out_dir:
+        print(f"predict: {len(files)} files classified into {args.out_dir}/*.jsonl, {skipped} skipped as "
+              f"already there", file=sys.stderr)
+    elif log is not None:
         print(f"predict: {output.counts['classified']} classified, {skipped} skipped as already in {args.out}, "
               f"{output.counts['failed']} failed", file=sys.stderr)
     return 0 if ok and not output.counts["failed"] else 1

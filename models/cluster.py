@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import socket
 import warnings
 from pathlib import Path
 
@@ -32,9 +33,12 @@ from .resultlog import _read_lines, file_key
 
 RAY_MISSING = ("the Ray engine needs Ray, which is not installed: `make cluster` "
                "(= .venv/bin/pip install -r requirements-cluster.txt)")
-BATCH_SIZE = 4  # files per actor call: small, so the driver gets records as they come and actors stay even
-CPUS_PER_ACTOR = 1  # an actor prepares one file ahead on a thread while it scores: measured fastest on 2 cores
+# Files per actor call (bench/bench_cluster.py, 2 cores): at 4, Ray's cost per call adds half again to a
+# cheap model's 11 ms a file (the SVM); at 16, actors of a small job sit idle while the last batches run.
+BATCH_SIZE = 8
+CPUS_PER_ACTOR = 1  # one process per core: each scores while its thread prepares the next file
 SHARD_SUFFIX = ".jsonl"
+CONNECT_TIMEOUT_S = 10.0
 REPO = Path(__file__).resolve().parents[1]
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the colours of Ray's worker names
 
@@ -62,9 +66,11 @@ def classify(spec, paths, address=None, batch_size: int = BATCH_SIZE, out_dir=No
     paths : iterable of Path
         The files, read by the workers at these names.
     address : str, optional
-        None: start a local Ray on this process's usable cores (shut down at the end); ``"auto"`` or
-        ``"ray://HOST:PORT"``: connect to that cluster (left running). A Ray this process already
-        initialised is used as it is and left running.
+        None: start a local Ray on this process's usable cores (shut down at the end); ``"auto"`` (the
+        cluster this machine is a node of) or ``"HOST:PORT"`` (its head's GCS): join that cluster as
+        a driver (left running). Not ``"ray://..."``: Ray Data does not run through Ray Client; run
+        the driver on a node (or as a job, ``ray job submit -- python predict.py ...``). A Ray this
+        process already initialised is used as it is and left running.
     batch_size : int
         Files per actor call.
     out_dir : str or Path, optional
@@ -81,12 +87,19 @@ def classify(spec, paths, address=None, batch_size: int = BATCH_SIZE, out_dir=No
     Raises
     ------
     UsageError
-        Ray is not installed, the cluster cannot be reached, or it has no GPU for ``spec.device``.
+        Ray is not installed, ``address`` is a Ray Client one or cannot be reached, or the cluster
+        has no GPU for ``spec.device``.
     ClusterError
         Ray failed while running (while iterating, without ``out_dir``).
     """
     ray = require_ray()
+    if str(address).startswith("ray://"):
+        raise UsageError(f"--address {address}: Ray Data does not run through Ray Client; run predict.py "
+                         f"on a node of the cluster with --address auto (e.g. `ray job submit -- python "
+                         f"predict.py ...`)")
     paths = list(paths)
+    if not paths:  # nothing to start Ray for
+        return iter(())
     if out_dir is None:
         return _stream(ray, spec, paths, address, batch_size)
     with _Session(ray, address):
@@ -98,13 +111,14 @@ def classify(spec, paths, address=None, batch_size: int = BATCH_SIZE, out_dir=No
 
 
 def done_in(out_dir) -> dict:
-    """The files the shards of ``out_dir`` answer: ``{done_key(file, key): whether its line is an error}``
-    (empty when there is no such folder).
+    """The files the shards of ``out_dir`` answer: ``{done_key(file, key): whether its lines are all
+    errors}`` (empty when there is no such folder).
 
-    A rerun leaves out each file whose ``done_key(display(path), file_key(path, model_id))`` is here:
-    the name and key of ``--out``, so a file changed since, or another model, is classified again (a
-    new line in a new shard; the old one stays, under its old key). A shard's torn last line (a
-    killed worker) is left out, so its file is done again.
+    A rerun leaves out each file whose ``done_key(display(path), file_key(path, model_id))`` is here
+    (and, to retry errors, is False): the name and key of ``--out``, so a file changed since, or
+    another model, is classified again, a new line in a new shard beside the old one, which keeps its
+    old key; an error retried that now succeeds counts as answered. A shard's torn last line (a killed
+    worker) is left out, so its file is done again.
 
     Raises
     ------
@@ -112,7 +126,11 @@ def done_in(out_dir) -> dict:
         A shard cannot be read or is not ours (one line naming it).
     """
     shards = sorted(Path(out_dir).glob(f"*{SHARD_SUFFIX}")) if Path(out_dir).is_dir() else []
-    return {done_key(o["file"], o["key"]): "error" in o for shard in shards for o in _read_lines(shard)[0]}
+    done = {}
+    for line in (o for shard in shards for o in _read_lines(shard)[0]):
+        key = done_key(line["file"], line["key"])
+        done[key] = done.get(key, True) and "error" in line
+    return done
 
 
 def done_key(name: str, key: dict) -> tuple:
@@ -147,9 +165,11 @@ class _Session:
         try:
             if self.address is None:
                 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a local run reports nowhere
-                self.ray.init(num_cpus=usable_cpus(), **quiet)
+                # "local": a new instance, even where `ray start` runs one that ray.init() would join
+                self.ray.init(address="local", num_cpus=usable_cpus(), **quiet)
                 self.started = True
             else:
+                _reachable(self.address)
                 code = [str(REPO / "features"), str(REPO / "models")]
                 self.ray.init(address=self.address, **quiet,
                               runtime_env={"py_modules": code, "excludes": ["__pycache__"]})
@@ -160,6 +180,18 @@ class _Session:
     def __exit__(self, *exc):
         if self.started:
             self.ray.shutdown()
+
+
+def _reachable(address: str) -> None:
+    """UsageError unless ``HOST:PORT`` accepts a connection: Ray itself retries a wrong address for
+    minutes, a warning a second."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", or a form Ray reads itself
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        raise UsageError(f"cannot reach Ray at {address}: {err.strerror or err}") from None
 
 
 def _quiet_data() -> None:
@@ -183,6 +215,7 @@ def _mapped(ray, spec, paths: list, batch_size: int, worker):
     kills its worker (a decoder crash, a file too big for memory) would kill every restart too.
     """
     spec, size, resources = _actors(ray.cluster_resources(), spec)
+    size = min(size, -(-len(paths) // batch_size))  # no actor without a batch to run (Ray warns of one)
     items = ray.data.from_items([{"path": str(p)} for p in paths])
     with warnings.catch_warnings():
         # Ray Data 2.60 names no parameter for max_restarts yet and warns of the keyword it takes
@@ -230,18 +263,13 @@ def _shard_sink(out_dir: str):
 
 def _failure(err) -> Exception:
     """A Ray failure as one line: the last line of the worker's traceback that Ray's message ends with
-    (a UsageError, such as a run the worker cannot load, as itself), and where Ray's logs are."""
+    (a UsageError, such as a run the worker cannot load, as itself)."""
     lines = _ANSI.sub("", str(err)).strip().splitlines() or [type(err).__name__]
     name, _, text = lines[-1].partition(": ")
     if name == f"{UsageError.__module__}.{UsageError.__name__}":
         return UsageError(text)
-    return ClusterError(f"Ray failed: {lines[-1]} (Ray's logs: {_log_dir()})")
-
-
-def _log_dir() -> str:
-    import ray.data._internal.logging
-
-    return ray.data._internal.logging.get_log_directory() or "the Ray session's logs folder"
+    return ClusterError(f"Ray failed: {lines[-1]} (the whole story: Ray's logs, /tmp/ray/session_latest/logs "
+                        f"by default)")
 
 
 def _first_line(err) -> str:

@@ -59,6 +59,20 @@ def test_without_ray_the_engine_says_how_to_install_it(monkeypatch):
     assert "pip install -r requirements-cluster.txt" in cluster.RAY_MISSING
 
 
+def test_done_in_reads_every_shard_a_result_beating_an_error_a_torn_line_left_out(tmp_path):
+    key = {"size": 1, "mtime_ns": 2, "model_id": "m"}
+
+    def line(name, **rest):
+        return json.dumps({"file": name, **rest, "key": key}) + "\n"
+
+    (tmp_path / "a.jsonl").write_text(line("x", error="bad") + line("y", error="bad") + line("w", top=[]))
+    (tmp_path / "b.jsonl").write_text(line("x", top=[]) + line("w", error="bad") + line("z", top=[])[:-9])
+    (tmp_path / "notes.txt").write_text("not a shard")
+    expected = {"x": False, "y": True, "w": False}  # z: its line torn by a kill
+    assert cluster.done_in(tmp_path) == {cluster.done_key(name, key): error for name, error in expected.items()}
+    assert cluster.done_in(tmp_path / "none") == {}
+
+
 def test_ray_gives_the_local_engines_records_in_order(ray, trained, files):
     spec = svm_spec(trained)
     local = list(engine.classify(engine.Classifier(spec), files, jobs=1))
@@ -85,4 +99,3 @@ def test_out_dir_shards_are_out_lines_and_resume(ray, trained, files, tmp_path):
     done = cluster.done_in(out)
     assert [f for f in files if keys[f] in done] == files[5:15]
     assert [f for f in files if done.get(keys[f])] == [files[10]]  # the one error line
-    assert cluster.done_in(tmp_path / "none") == {}

@@ -181,3 +181,32 @@ def test_the_device_code_path_on_the_cpu_equals_the_default(tmp_path, capsys):
     assert moved is not musicnn.load()
     np.testing.assert_allclose(musicnn.embed(moved, patches, outputs=musicnn.EMBEDDING),
                                musicnn.embedder("cpu", "float32").embed(patches), rtol=1e-4, atol=1e-4)
+
+
+def test_engine_ray_without_ray_says_how_to_install(trained, tmp_path, capsys, monkeypatch):
+    _, runs = trained
+    monkeypatch.setitem(sys.modules, "ray", None)
+    code, _, err = run(capsys, "--runs", runs, "--engine", "ray", tmp_path)
+    (line,) = errors(err)
+    assert code == 2 and "make cluster" in line
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("ray"), reason="Ray is not installed (make cluster)")
+def test_engine_ray_gives_the_local_lines_and_out_dir_resumes(library, tmp_path, capsys):
+    lib, runs = library
+    (lib / "rock" / "broken.wav").unlink()
+    files = sorted(lib.glob("[bcd]*/*.wav"))[:8]
+    local = run(capsys, "--runs", runs, "--jsonl", *files)[1]
+    code, ray_out, _ = run(capsys, "--runs", runs, "--jsonl", "--engine", "ray", *files)
+    a, b = ([json.loads(x) for x in out.splitlines()] for out in (local, ray_out))
+    assert code == 0 and [o["file"] for o in a] == [o["file"] for o in b] == list(map(str, files))
+    for x, y in zip(a, b):  # the same genres; numbers to 1e-5 (an actor's BLAS has other threads)
+        assert [t["genre"] for t in x["top"]] == [t["genre"] for t in y["top"]]
+        assert [t["score"] for t in x["top"]] == pytest.approx([t["score"] for t in y["top"]], rel=1e-5, abs=1e-5)
+    shards = tmp_path / "shards"
+    code, _, err = run(capsys, "--runs", runs, "--engine", "ray", "--out-dir", shards, *files)
+    assert code == 0 and "8 files classified" in err
+    lines = [json.loads(x) for shard in shards.glob("*.jsonl") for x in shard.read_text().splitlines()]
+    assert sorted(o["file"] for o in lines) == sorted(map(str, files))
+    code, _, err = run(capsys, "--runs", runs, "--engine", "ray", "--out-dir", shards, *files)
+    assert code == 0 and "0 files classified" in err and "8 skipped" in err
