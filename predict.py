@@ -214,6 +214,8 @@ def parse_args(argv):
         p.error("--address and --out-dir need --engine ray")
     if args.out_dir and args.out:
         p.error("--out-dir and --out: choose one")
+    if args.engine == "ray" and args.jobs:
+        p.error("--jobs is for --engine local: Ray sizes its actors from the cluster")
     if args.retry_errors and not (args.out or args.out_dir):
         p.error("--retry-errors needs --out or --out-dir")
     if args.top is not None and args.top < 1:
@@ -310,7 +312,7 @@ def main(argv=None) -> int:
 def _run(args, classifier, log) -> int:
     """Gather the files, skip those done, classify the rest with a progress bar; the exit status."""
     bar = None
-    if args.out or any(Path(p).is_dir() for p in args.paths):
+    if (args.out or any(Path(p).is_dir() for p in args.paths)) and not args.out_dir:  # --out-dir: no records here
         from tqdm import tqdm
 
         bar = tqdm(total=0, unit="file", file=sys.stderr, disable=None, dynamic_ncols=True)
@@ -332,9 +334,12 @@ def _run(args, classifier, log) -> int:
         if bar is not None:
             bar.close()
     if args.out_dir:
-        print(f"predict: {len(files)} files classified into {args.out_dir}/*.jsonl, {skipped} skipped as "
-              f"already there", file=sys.stderr)
-    elif log is not None:
+        done = cluster.done_in(args.out_dir)
+        failed = sum(done.get(cluster.done_key(display(f), key), True) for f, key in zip(files, keys))
+        print(f"predict: {len(files) - failed} classified into {args.out_dir}/*.jsonl, {skipped} skipped as "
+              f"already there, {failed} failed", file=sys.stderr)
+        return 0 if ok and not failed else 1
+    if log is not None:
         print(f"predict: {output.counts['classified']} classified, {skipped} skipped as already in {args.out}, "
               f"{output.counts['failed']} failed", file=sys.stderr)
     return 0 if ok and not output.counts["failed"] else 1

@@ -9,8 +9,8 @@ for musicnn's tags when the musicnn wheel is installed. Ray is timed three ways:
 - cold: ``classify`` starting its own Ray and shutting it down, what ``predict.py --engine ray`` pays;
 - Ray up: ``ray.init`` done before, so a job on a running cluster (its actors still start and load the
   model);
-- per file: the marginal cost, (t(M) - t(M/4)) / (3M/4) with Ray up, so start-up cancels out; the
-  same for the local engine. Ray's overhead is the ratio of the two; goal <= 15 %.
+- marginal: files/s from (t(M) - t(M/4)) / (3M/4) with Ray up, so start-up cancels out; the same for
+  the local engine. Ray's overhead is the ratio of the two times per file, minus 1; goal <= 15 %.
 
 Timings are medians over R interleaved runs (``--quick``: one, M = 20); Ray cold is timed once.
 Without Ray it prints why and exits 0.
@@ -133,14 +133,15 @@ def main(argv=None) -> int:
     print(f"`python bench/bench_cluster.py --files {n} --repeats {repeats} --batch-size {batch}`: {n} synthetic "
           f"30-s files; local engine with jobs={usable_cpus()} (usable cores), Ray local with {RAY_CPUS} CPUs "
           f"(actors of {CPUS_PER_ACTOR} CPU, batches of {batch} files). Files/s; medians of {repeats}.\n")
-    print("| model | local | Ray cold | Ray up | local per file | Ray per file | Ray overhead per file "
+    print("| model | local | Ray cold | Ray up | local, marginal | Ray, marginal | Ray's overhead, marginal "
           f"(goal <= {GOAL_OVERHEAD:.0%}) | Ray cold vs local, whole run |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, t in results.items():
         print(row(name, n, t))
-    print(f"\nLocal Ray of {RAY_CPUS} CPUs: `ray.init` {init_s:.1f} s, `ray.shutdown` {shutdown_s:.1f} s. 'Ray cold' "
-          f"includes them, 'Ray up' its actors' start (a process each, imports, the model loaded); 'per file' is "
-          f"(t(M) - t(M/4)) / (3M/4), start-up cancelled.")
+    print(f"\nLocal Ray of {RAY_CPUS} CPUs: `ray.init` {init_s:.1f} s, `ray.shutdown` {shutdown_s:.1f} s. "
+          f"'Ray cold' includes them, 'Ray up' its actors' start (a process each, imports, the model "
+          f"loaded); 'marginal' is 3M/4 / (t(M) - t(M/4)), start-up cancelled; overhead: Ray's time per file over "
+          f"the local engine's, minus 1.")
     return 0
 
 

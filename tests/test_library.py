@@ -205,8 +205,8 @@ def test_engine_ray_gives_the_local_lines_and_out_dir_resumes(library, tmp_path,
         assert [t["score"] for t in x["top"]] == pytest.approx([t["score"] for t in y["top"]], rel=1e-5, abs=1e-5)
     shards = tmp_path / "shards"
     code, _, err = run(capsys, "--runs", runs, "--engine", "ray", "--out-dir", shards, *files)
-    assert code == 0 and "8 files classified" in err
+    assert code == 0 and "8 classified" in err and "0 failed" in err
     lines = [json.loads(x) for shard in shards.glob("*.jsonl") for x in shard.read_text().splitlines()]
     assert sorted(o["file"] for o in lines) == sorted(map(str, files))
     code, _, err = run(capsys, "--runs", runs, "--engine", "ray", "--out-dir", shards, *files)
-    assert code == 0 and "0 files classified" in err and "8 skipped" in err
+    assert code == 0 and "0 classified" in err and "8 skipped" in err
