@@ -258,6 +258,8 @@ def _to_do(files, args, classifier, log) -> tuple:
     if args.shard:
         k, n = args.shard
         files = [f for f in files if int(hashlib.sha256(os.fsencode(f)).hexdigest()[:15], 16) % n == k - 1]
+    if log is None and not args.out_dir:  # nothing to resume from: no key (a stat per file) is needed
+        return files, [None] * len(files), 0
     keys = [file_key(f, classifier.model_id) for f in files]
     if log is not None:
         todo = [(f, key) for f, key in zip(files, keys) if not log.answered(display(f), key, args.retry_errors)]
@@ -267,8 +269,6 @@ def _to_do(files, args, classifier, log) -> tuple:
         failed = [done.get(cluster.done_key(display(f), key)) for f, key in zip(files, keys)]  # None: not done
         todo = [(f, key) for f, key, state in zip(files, keys, failed)
                 if state is None or (state and args.retry_errors)]
-    else:
-        return files, keys, 0
     return [f for f, _ in todo], [key for _, key in todo], len(files) - len(todo)
 
 

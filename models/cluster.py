@@ -29,7 +29,7 @@ from features import usable_cpus
 
 from .engine import Classifier
 from .inference import UsageError
-from .resultlog import _read_lines, file_key
+from .resultlog import read_lines, file_key
 
 RAY_MISSING = ("the Ray engine needs Ray, which is not installed: `make cluster` "
                "(= .venv/bin/pip install -r requirements-cluster.txt)")
@@ -127,7 +127,7 @@ def done_in(out_dir) -> dict:
     """
     shards = sorted(Path(out_dir).glob(f"*{SHARD_SUFFIX}")) if Path(out_dir).is_dir() else []
     done = {}
-    for line in (o for shard in shards for o in _read_lines(shard)[0]):
+    for line in (o for shard in shards for o in read_lines(shard)[0]):
         key = done_key(line["file"], line["key"])
         done[key] = done.get(key, True) and "error" in line
     return done

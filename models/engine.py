@@ -143,9 +143,10 @@ def classify(classifier: Classifier, paths, jobs: int):
                 path, future = ahead.popleft()
                 submit()
                 prepared, caught = future.result()
-                local.caught = caught
-                yield path, classifier.record(path, prepared, caught)
-                local.caught = None
+                local.caught = caught  # the scoring's own warnings join the file's
+                record = classifier.record(path, prepared, caught)
+                local.caught = None  # before yielding: the caller's warnings are not this file's
+                yield path, record
 
 
 def _prepared(classifier: Classifier, path: Path, local: _Warnings) -> tuple:

@@ -38,7 +38,7 @@ def file_key(path, model_id: str) -> dict:
     return {"size": size, "mtime_ns": mtime, "model_id": model_id}
 
 
-def _read_lines(path: Path) -> tuple:
+def read_lines(path: Path) -> tuple:
     """(the JSON objects of its complete lines, their byte length): a torn last line (no newline, as
     a kill leaves it) is left out. A file that is not one of ours is refused, never cut."""
     try:
@@ -69,7 +69,7 @@ class ResultLog:
 
     def __init__(self, path):
         self.path = Path(path)
-        objects, good = _read_lines(self.path)
+        objects, good = read_lines(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.path.exists() and self.path.stat().st_size != good:
@@ -92,7 +92,7 @@ class ResultLog:
         if not names:
             return
         self.sync()
-        kept = [o for o in _read_lines(self.path)[0] if o["file"] not in names]
+        kept = [o for o in read_lines(self.path)[0] if o["file"] not in names]
         text = "".join(json.dumps(o) + "\n" for o in kept).encode()
         try:
             os.close(self.fd)

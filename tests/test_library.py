@@ -116,7 +116,7 @@ def test_sigkill_at_random_moments_then_resume_gives_one_line_per_file(library, 
         time.sleep(delay)
         p.send_signal(signal.SIGKILL)
         p.wait()
-        resultlog._read_lines(out)  # whatever the kill left is readable (a torn tail is allowed)
+        resultlog.read_lines(out)  # whatever the kill left is readable (a torn tail is allowed)
     assert subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=tmp_path).returncode == 0
     lines = out_lines(out)
     assert len(lines) == 30 and len({o["file"] for o in lines}) == 30 and all("top" in o for o in lines)
