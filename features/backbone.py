@@ -27,6 +27,7 @@ VERSION = 1
 NAME = "musicnn"  # the cache array of musicnn's patch features
 SR = mel.MUSICNN_SR
 PATCH_FRAMES = 187  # musicnn's input: 3 s (librosa.time_to_frames(3, sr=16000, hop_length=256) + 1)
+PATCH_SECONDS = PATCH_FRAMES * mel.MUSICNN_HOP / SR  # 2.992 s: consecutive patches start this far apart
 
 
 class Embedder(NamedTuple):
@@ -42,12 +43,16 @@ class Embedder(NamedTuple):
     n_features : int
     embed : callable
         (P, PATCH_FRAMES, n_mels) float32 patches -> (P, n_features) float32.
+    batch : int
+        Patches per call that keep the network's device busy: a caller with many short clips groups
+        at least this many patches into one call (``features.clips.embed_together``).
     """
 
     name: str
     identity: str
     n_features: int
     embed: Callable
+    batch: int = 1
 
 
 def resampled_length(n_samples, sr: int):

@@ -182,6 +182,19 @@ def embed_clips(embedder, waves: np.ndarray, lengths, sr: int, width: int) -> np
     return out
 
 
+def embed_together(clip_list, embedder) -> None:
+    """Embed the patches of every clip in ``clip_list`` that ``embedder`` has not embedded yet in one
+    call, so that short clips fill the network's batch (``Embedder.batch``) together; each clip's
+    ``embedding(embedder)`` then returns its own rows without computing them again."""
+    todo = [c for c in clip_list if embedder.name not in c._embedded]
+    if not todo:
+        return
+    per_clip = [c.patches for c in todo]
+    features = embedder.embed(np.concatenate(per_clip))
+    for c, rows in zip(todo, np.split(features, np.cumsum([len(p) for p in per_clip])[:-1])):
+        c._embedded[embedder.name] = rows
+
+
 class Clip:
     """One window of audio and its model inputs, each computed at most once (the models of an
     ensemble that read the same input share it).
@@ -193,10 +206,12 @@ class Clip:
     valid : int
         How many of its samples are audio rather than padding.
     config : FeatureConfig
+    start : int
+        The sample at which the window begins in its file (``Windows.start``), at ``config.sr``.
     """
 
-    def __init__(self, y: np.ndarray, valid: int, config: FeatureConfig):
-        self.y, self.valid, self.config = y, valid, config
+    def __init__(self, y: np.ndarray, valid: int, config: FeatureConfig, start: int = 0):
+        self.y, self.valid, self.config, self.start = y, valid, config, start
         self._embedded, self._views = {}, {}
 
     @cached_property
@@ -241,27 +256,33 @@ class Windows:
     dropped.
 
     Iterating yields ``(window, valid)``: an ``n``-sample float32 array (read-only to the caller) and
-    how many of its samples are audio rather than padding.
+    how many of its samples are audio rather than padding. Meanwhile ``start`` is the sample at which
+    the window last yielded begins in the stream, and ``peak`` the largest magnitude read so far.
     """
 
     def __init__(self, chunks, n: int, min_rest: int, align_end: bool):
         self.chunks, self.n, self.min_rest, self.align_end = chunks, n, min_rest, align_end
-        self.samples = 0
+        self.samples, self.start, self.peak = 0, 0, 0.0
 
     def __iter__(self):
         buf, fill, last_full = np.zeros(self.n, np.float32), 0, None
         for chunk in self.chunks:
             self.samples += len(chunk)
+            if len(chunk):
+                self.peak = max(self.peak, float(np.abs(chunk).max()))
             while len(chunk):
                 take = min(self.n - fill, len(chunk))
                 buf[fill:fill + take], chunk = chunk[:take], chunk[take:]
                 fill += take
                 if fill == self.n:
+                    self.start = self.samples - len(chunk) - self.n
                     yield buf, self.n
                     last_full, buf, fill = buf, np.zeros(self.n, np.float32), 0
         if fill < self.min_rest:
             return
         if self.align_end and last_full is not None:
+            self.start = self.samples - self.n
             yield np.concatenate([last_full[fill:], buf[:fill]]), self.n
         else:
+            self.start = self.samples - fill
             yield buf, fill  # zero beyond fill

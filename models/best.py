@@ -308,3 +308,8 @@ class _HeadScorer:
     def __call__(self, clip) -> tuple:
         x = clip.embedding(self.embedder)
         return self.module.log_probs(self.params, x[None], np.array([len(x)]))[0], float(len(x))
+
+    def segments(self, clip) -> tuple:
+        """The head on each patch's features alone: one part per backbone patch (3 s)."""
+        x = clip.embedding(self.embedder)
+        return self.module.log_probs(self.params, x[:, None], np.ones(len(x), np.int64)), backbone.PATCH_SECONDS

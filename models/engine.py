@@ -31,6 +31,9 @@ from features import audio
 from .inference import FileError, Predictor, Tagger, load_member
 
 PREPARE_SECONDS = 300.0  # longer files are streamed window by window rather than prepared whole
+# A file whose loudest sample is below this is silent: no genre. -60 dBFS is 1/1000 of full scale, far
+# under any mastered music, far over 16-bit dither (-90 dBFS), so a recorded silence counts too.
+SILENT_DBFS = -60.0
 CONVERT_HINT = "convert it to .wav or .flac first, e.g. `ffmpeg -i IN OUT.wav`"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -43,6 +46,8 @@ class Spec(NamedTuple):
     tags: bool = False
     top: int = 3
     device: str = "cpu"
+    segment_s: float = None  # also each segment's top classes, segments of about this many seconds
+    min_probability: float = None  # a top probability below it makes the genre "unknown"
 
 
 def display(text) -> str:
@@ -62,15 +67,17 @@ class Classifier:
     def __init__(self, spec: Spec, note=None):
         self.spec = spec
         if spec.tags:
-            self.predictor = Tagger(spec.device)
+            self.predictor = Tagger(spec.device, spec.segment_s)
         else:
             members = [load_member(Path(d), Path(spec.runs_root), note=note or (lambda line: None),
                                    device=spec.device) for d in spec.run_dirs]
-            self.predictor = Predictor(members)
+            self.predictor = Predictor(members, spec.segment_s)
         self.top = max(1, min(spec.top, len(self.predictor.classes)))
         names = self.predictor.names
         self.model = names[0] if len(names) == 1 else names
         self.model_id = self.predictor.identity
+        # files prepared ahead beyond the threads' own, so that a GPU's batch can fill: 30-s files hold 10 patches
+        self.group_files = -(-self.predictor.batch // 10) if self.predictor.batch > 1 else 0
 
     def prepare(self, path: Path):
         """The file's prepared windows (any thread), or None for a long file (streamed when scored)."""
@@ -80,19 +87,55 @@ class Classifier:
             return None  # its error is said when it is classified, on the calling thread
         return self.predictor.prepare(path) if head.frames <= PREPARE_SECONDS * head.samplerate else None
 
-    def record(self, path: Path, prepared, caught: list) -> dict:
-        """The record of one file: its result or its error, and the warnings it raised."""
+    def results(self, group: list) -> list:
+        """The Result, or the error, of each ``(path, prepared)`` in ``group``: the prepared ones scored
+        together (``score_many``), a long file (prepared None) streamed on its own."""
+        ready = [i for i, (_, prepared) in enumerate(group) if prepared is not None]
+        out = [None] * len(group)
         try:
-            result = self.predictor.classify(path) if prepared is None else self.predictor.score(prepared)
-        except (FileError, ValueError) as err:  # AudioError is a ValueError; so are samples mel_db refuses
-            obj = {"file": display(path), "error": error_text(path, err)}
+            for i, result in zip(ready, self.predictor.score_many([group[i][1] for i in ready])):
+                out[i] = result
+        except (FileError, ValueError):
+            pass  # one file's problem: each is scored on its own below, and says its own error
+        for i, (path, prepared) in enumerate(group):
+            if out[i] is None:
+                try:
+                    out[i] = self.predictor.classify(path) if prepared is None else self.predictor.score(prepared)
+                except (FileError, ValueError) as err:  # AudioError is a ValueError; so are samples mel_db refuses
+                    out[i] = err
+        return out
+
+    def record(self, path: Path, result, caught: list) -> dict:
+        """The record of one file from its Result (or error), with the warnings it raised."""
+        if isinstance(result, Exception):
+            obj = {"file": display(path), "error": error_text(path, result)}
         else:
-            order = np.argsort(-result.values, kind="stable")[:self.top]
-            key, item = self.predictor.kind, self.predictor.item
-            top = [{item: self.predictor.classes[i], key: round(float(result.values[i]), 6)} for i in order]
-            obj = {"file": display(path), "top": top, "model": self.model, "duration_s": round(result.duration_s, 3)}
+            obj = {"file": display(path), **self._outcome(result), "model": self.model,
+                   "duration_s": round(result.duration_s, 3)}
         if caught:
             obj["warnings"] = [display(" ".join(str(w.message).split())) for w in caught]
+        return obj
+
+    def _top(self, values) -> list:
+        order = np.argsort(-values, kind="stable")[:self.top]
+        key, item = self.predictor.kind, self.predictor.item
+        return [{item: self.predictor.classes[i], key: round(float(values[i]), 6)} for i in order]
+
+    def _outcome(self, result) -> dict:
+        """``genre`` (genres only: the top one, ``unknown`` under ``min_probability``, ``silent``), ``top``
+        and ``segments``, or ``silent`` and the peak for a silent file."""
+        peak_dbfs = 20 * np.log10(result.peak) if result.peak > 0 else -np.inf
+        genres = self.predictor.item == "genre"
+        if peak_dbfs < SILENT_DBFS:
+            return {**({"genre": "silent"} if genres else {}), "silent": True,
+                    "peak_dbfs": None if result.peak == 0 else round(float(peak_dbfs), 1)}
+        obj = {"top": self._top(result.values)}
+        if genres:
+            best = obj["top"][0]
+            low = self.spec.min_probability is not None and best[self.predictor.kind] < self.spec.min_probability
+            obj = {"genre": "unknown" if low else best["genre"], **obj}
+        if result.segments is not None:
+            obj["segments"] = [{"start_s": a, "end_s": b, "top": self._top(v)} for a, b, v in result.segments]
         return obj
 
     def __call__(self, batch: dict) -> dict:
@@ -137,16 +180,30 @@ def classify(classifier: Classifier, paths, jobs: int):
                 if path is not None:
                     ahead.append((path, pool.submit(_prepared, classifier, path, local)))
 
-            for _ in range(2 * max(1, jobs)):
+            for _ in range(2 * max(1, jobs) + classifier.group_files):
                 submit()
             while ahead:
-                path, future = ahead.popleft()
-                submit()
-                prepared, caught = future.result()
-                local.caught = caught  # the scoring's own warnings join the file's
-                record = classifier.record(path, prepared, caught)
+                group = _ready_group(ahead, classifier)
+                for _ in group:
+                    submit()
+                local.caught = group[0][2]  # the scoring's own warnings join the first file's
+                results = classifier.results([(path, prepared) for path, prepared, _ in group])
                 local.caught = None  # before yielding: the caller's warnings are not this file's
-                yield path, record
+                for (path, _, caught), result in zip(group, results):
+                    yield path, classifier.record(path, result, caught)
+
+
+def _ready_group(ahead: collections.deque, classifier: Classifier) -> list:
+    """The next file, waited for, and the prepared files after it that are ready now, up to the backbone's
+    batch of patches: [(path, prepared, warnings)]."""
+    path, future = ahead.popleft()
+    group = [(path, *future.result())]
+    patches = classifier.predictor.n_patches(group[0][1])
+    while ahead and ahead[0][1].done() and patches < classifier.predictor.batch:
+        path, future = ahead.popleft()
+        group.append((path, *future.result()))
+        patches += classifier.predictor.n_patches(group[-1][1])
+    return group
 
 
 def _prepared(classifier: Classifier, path: Path, local: _Warnings) -> tuple:

@@ -44,6 +44,7 @@ class Scorer(Protocol):
     """A loaded run: the scores of one window of audio (``features.clips.Clip``)."""
 
     per_block: bool  # windows are consecutive blocks, padding left out (else the last ends at the file's end)
+    embedder: object  # the pretrained network (features.backbone.Embedder) its inputs go through, or None
 
     def prepare(self, clip) -> None:
         """Compute the window's inputs this model reads (CPU work, on any thread), so that the call
@@ -51,6 +52,10 @@ class Scorer(Protocol):
 
     def __call__(self, clip) -> tuple:
         """(scores over the classes (n_classes,) float64, weight of this window when windows are averaged)."""
+
+    def segments(self, clip) -> tuple:
+        """(scores (n, n_classes) float64 of the window's consecutive parts, seconds per part): the
+        finest the model can score, a window for most (``whole_window``), a backbone patch for a head."""
 
 
 class Family(Protocol):
@@ -75,6 +80,11 @@ class Family(Protocol):
     def scorer(self, module, run, embedder, device: str = "cpu") -> Scorer:
         """The model of a verified run (``models.runs.Run``) on ``device``; ``ModelError`` when its files
         are unusable."""
+
+
+def whole_window(scorer: Scorer, clip) -> tuple:
+    """``Scorer.segments`` of a model that scores whole windows only: one part, the window's audio."""
+    return scorer(clip)[0][None], clip.valid / clip.config.sr
 
 
 class ModelError(Exception):

@@ -64,6 +64,10 @@ BN_EPS = 1e-3  # tf.compat.v1.layers.batch_normalization's default
 # (bfloat16 kernels gain from larger batches: 10 patches 2.2x faster than float32, 2 patches 1.5x).
 EMBED_BATCH = 2
 EMBED_BATCH_BF16 = 10
+# On a GPU a forward pass of a few patches leaves it idle: the engine groups several files' patches
+# (features.clips.embed_together) up to this many per pass. 256 patches (25 30-s clips) hold the
+# front end's widest activation, (256, 204, 187, 59) float32 = 2.3 GB; not yet tuned on a GPU.
+EMBED_BATCH_CUDA = 256
 PRECISIONS = ("float32", "bfloat16")
 # Version of the values the network returns: bump it with any change that alters them (never for a
 # speed-only rewrite). An embedding's cache fingerprint includes it, with the weights' sha256.
@@ -356,10 +360,11 @@ def embedder(device: str = "cpu", precision: str = None) -> backbone.Embedder:
         net = _on(device)
     except tfbundle.BundleError as err:
         raise tfbundle.BundleError(f"{err}; reinstall the weights: `{REINSTALL}`") from None
-    batch = EMBED_BATCH_BF16 if precision == "bfloat16" else EMBED_BATCH
+    batch = (EMBED_BATCH_CUDA if torch.device(device).type == "cuda" else
+             EMBED_BATCH_BF16 if precision == "bfloat16" else EMBED_BATCH)
     return backbone.Embedder(name=backbone.NAME, identity=identity(precision), n_features=N_EMBEDDING,
                              embed=functools.partial(embed, net, batch_size=batch, outputs=EMBEDDING,
-                                                           precision=precision))
+                                                     precision=precision), batch=batch)
 
 
 def embedder_for(network: str, device: str = "cpu") -> backbone.Embedder:

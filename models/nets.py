@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 
-from .family import Fitted, ModelError, resolve_device
+from .family import Fitted, ModelError, resolve_device, whole_window
 from .runs import repair_command
 
 
@@ -77,7 +77,8 @@ def _load_net(module, run, device) -> tuple:
 class _WindowScorer:
     """One window's view, as in training: its log-probabilities, weight 1."""
 
-    per_block = False
+    per_block, embedder = False, None
+    segments = whole_window
 
     def __init__(self, net, transform, view, crop, loss, device):
         self.net, self.transform, self.view, self.crop, self.loss = net, transform, view, crop, loss
@@ -100,7 +101,8 @@ class _WindowScorer:
 class _ClipScorer:
     """The model's own clip prediction over the window's valid dB-mel frames, weighted by their count."""
 
-    per_block = True
+    per_block, embedder = True, None
+    segments = whole_window
 
     def __init__(self, net, clip_log_probs):
         self.net, self.clip_log_probs = net, clip_log_probs

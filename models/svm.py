@@ -25,7 +25,7 @@ import numpy as np
 from features import images
 from features.files import atomic_write
 
-from .family import Fitted, load_arrays
+from .family import Fitted, load_arrays, whole_window
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +212,8 @@ SVM = SvmFamily()
 class _SvmScorer:
     """The decision scores of a window's image view, weight 1."""
 
-    per_block = False
+    per_block, embedder = False, None
+    segments = whole_window
 
     def __init__(self, module, params, view):
         self.module, self.params, self.view = module, params, view

@@ -210,3 +210,93 @@ def test_engine_ray_gives_the_local_lines_and_out_dir_resumes(library, tmp_path,
     assert sorted(o["file"] for o in lines) == sorted(map(str, files))
     code, _, err = run(capsys, "--runs", runs, "--engine", "ray", "--out-dir", shards, *files)
     assert code == 0 and "0 classified" in err and "8 skipped" in err
+
+
+class _CountingEmbedder:
+    """A stand-in backbone: (P, 187, 96) patches -> (P, 2) features; records each call's patch count."""
+
+    def __init__(self, batch):
+        self.calls, self.batch, self.name, self.n_features = [], batch, "musicnn", 2
+
+    def embed(self, patches):
+        self.calls.append(len(patches))
+        m = patches.mean(axis=(1, 2))
+        return np.stack([m, -m], axis=1).astype(np.float32)
+
+
+class _HeadOnMean:
+    """A scorer in the manner of best's head: log-softmax of the mean patch feature, weight = patches."""
+
+    per_block = True
+
+    def __init__(self, embedder):
+        self.embedder = embedder
+
+    def prepare(self, clip):
+        clip.patches
+
+    def __call__(self, clip):
+        x = clip.embedding(self.embedder).mean(0).astype(np.float64)
+        return x - np.logaddexp(*x), float(len(clip.embedding(self.embedder)))
+
+    def segments(self, clip):
+        x = clip.embedding(self.embedder).astype(np.float64)
+        return x - np.logaddexp(x[:, :1], x[:, 1:]), 2.992
+
+
+def _stand_in_predictor(tmp_path, embedder, segment_s=None):
+    from features.clips import FeatureConfig
+    from models.inference import Member, Predictor
+
+    (tmp_path / "COMPLETE").write_text("stand-in")
+    config = {"classes": ["a", "b"], "features": dict(vars(FeatureConfig()))}
+    return Predictor([Member("x", tmp_path, config, "probability", _HeadOnMean(embedder))], segment_s)
+
+
+def test_score_many_embeds_several_files_in_one_pass_with_the_same_results(tmp_path):
+    rng = np.random.default_rng(1)
+    files = []
+    for i, seconds in enumerate([3.5, 1.5, 7.0, 3.2, 12.0, 2.0]):
+        files.append(tmp_path / f"{i}.wav")
+        sf.write(files[-1], rng.uniform(-0.5, 0.5, int(22050 * seconds)).astype(np.float32), 22050)
+    alone = _stand_in_predictor(tmp_path, _CountingEmbedder(batch=8))
+    expected = [alone.classify(f).values for f in files]
+    assert alone.embedders[0].calls == [1, 1, 2, 1, 4, 1]
+    together = _stand_in_predictor(tmp_path, _CountingEmbedder(batch=8))
+    prepared = [together.prepare(f) for f in files]
+    assert [together.n_patches(p) for p in prepared] == [1, 1, 2, 1, 4, 1]
+    results = together.score_many(prepared)
+    assert together.embedders[0].calls == [10]
+    for r, e in zip(results, expected):
+        np.testing.assert_allclose(r.values, e, rtol=1e-6)
+    assert together.batch == 8
+
+
+def test_the_engine_groups_short_files_up_to_the_backbones_batch(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    files = []
+    for i in range(12):
+        files.append(tmp_path / f"{i}.wav")
+        sf.write(files[-1], rng.uniform(-0.5, 0.5, 22050 * 3).astype(np.float32), 22050)
+    embedder = _CountingEmbedder(batch=4)
+    classifier = engine.Classifier.__new__(engine.Classifier)
+    classifier.spec, classifier.top = engine.Spec((), str(tmp_path)), 2
+    classifier.predictor = _stand_in_predictor(tmp_path, embedder)
+    classifier.model, classifier.group_files = "x", 1
+    monkeypatch.setattr(engine.concurrent.futures.Future, "done", lambda self: True)  # every file ready at once
+    records = [r for _, r in engine.classify(classifier, files, jobs=3)]
+    assert [r["file"] for r in records] == [str(f) for f in files]
+    assert sum(embedder.calls) == 12 and max(embedder.calls) == 4 and len(embedder.calls) < 12
+    for f, r in zip(files, records):
+        alone = classifier.predictor.classify(f).values
+        assert r["top"][0]["probability"] == pytest.approx(round(float(alone.max()), 6), abs=1e-6)
+
+
+def test_windows_say_where_each_starts_and_the_peak():
+    from features.clips import Windows
+
+    chunks = [np.full(3, 0.1, np.float32), np.array([0.1, -0.7, 0.1, 0.1], np.float32), np.full(5, 0.2, np.float32)]
+    w = Windows(iter(chunks), 5, 2, align_end=True)
+    assert [(w.start, valid) for _, valid in w] == [(0, 5), (5, 5), (7, 5)] and w.peak == pytest.approx(0.7)
+    w = Windows(iter(chunks), 5, 2, align_end=False)
+    assert [(w.start, valid) for _, valid in w] == [(0, 5), (5, 5), (10, 2)]

@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 
 from features.files import atomic_write
-from models.family import Fitted, load_arrays
+from models.family import Fitted, load_arrays, whole_window
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +75,8 @@ class CentroidFamily:
         temperature = run.config["hparams"]["temperature"]
 
         class Scorer:
-            per_block = False
+            per_block, embedder = False, None
+            segments = whole_window
 
             def prepare(self, clip):
                 clip.view(view)
