@@ -17,7 +17,7 @@ TORCH_SRC := $(if $(filter cuda,$(TORCH_BUILD)),--extra-index-url $(TORCH_CUDA_I
 DATA ?=
 DATA_ARG := $(if $(DATA),--data $(DATA))
 
-.PHONY: all setup dev cluster data features train evaluate test bench clean
+.PHONY: all setup dev cluster tags data features train evaluate test bench clean
 
 # The data is looked for (DATA=, $GTZAN_DIR, data/gtzan/, data/genres.tar.gz) before any download.
 # Named data that is unusable stops here (exit 2); a failed download goes on with the synthetic set.
@@ -60,6 +60,13 @@ cluster: .venv/.cluster-installed
 	$(PY) -m pip install -q $(TORCH_SRC) -r requirements-cluster.txt
 	touch $@
 
+# The optional tag writer (predict.py --write-tags, features/tags.py): mutagen, GPL-2.0-or-later.
+tags: .venv/.tags-installed
+
+.venv/.tags-installed: .venv/.installed requirements-tags.txt
+	$(PY) -m pip install -q -r requirements-tags.txt
+	touch $@
+
 data: setup
 	$(PY) -m features download
 
@@ -72,8 +79,9 @@ train: setup
 evaluate: setup
 	$(PY) evaluate.py --all --pca
 
-# the Ray engine's tests too (tests/test_cluster.py): they skip without Ray, so CI installs it here
-test: dev cluster
+# the Ray engine's and the tag writer's tests too (tests/test_cluster.py, tests/test_tags.py): they skip
+# without Ray or mutagen, so CI installs them here
+test: dev cluster tags
 	$(PY) -m pytest -q tests
 
 bench: dev cluster

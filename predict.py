@@ -68,12 +68,14 @@ import re
 import sys
 from pathlib import Path
 
-from features import usable_cpus
+from features import tags, usable_cpus
 from features.dataset import AUDIO_EXTENSIONS
-from models import cluster, runs
+from features.tags import MutagenMissing, TagError
+from models import cluster, runs, tagging
 from models.engine import Classifier, Spec, classify, display
 from models.inference import UsageError
 from models.resultlog import ResultLog, ResultLogError, file_key
+from models.tagging import TAG_MIN_PROBABILITY
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -146,13 +148,33 @@ class Output:
         elif self.fmt == "json":
             self.done.append(obj)
         else:
-            label = "score " if self.key == "score" else ""
-            self.say("\n".join([obj["file"]] + [f"  {t[self.item]:<{self.width}}  {label}{t[self.key]:.3f}"
-                                                for t in obj["top"]]), sys.stdout)
+            self.say("\n".join([obj["file"]] + self._text(obj)), sys.stdout)
+
+    def _text(self, obj: dict) -> list:
+        """The lines under a file's name: its genres (or silence), then its segments."""
+        if obj.get("silent"):
+            peak = "no sound at all" if obj["peak_dbfs"] is None else f"peak {obj['peak_dbfs']:g} dBFS"
+            return [f"  silent ({peak})"]
+        label = "score " if self.key == "score" else ""
+        lines = ["  unknown (no genre is probable enough):"] if obj.get("genre") == "unknown" else []
+        lines += [f"  {t[self.item]:<{self.width}}  {label}{t[self.key]:.3f}" for t in obj["top"]]
+        for seg in obj.get("segments", ()):
+            best = seg["top"][0]
+            lines.append(f"    {clock(seg['start_s'])}-{clock(seg['end_s'])}  {best[self.item]:<{self.width}}  "
+                         f"{label}{best[self.key]:.3f}")
+        if "tag" in obj:
+            lines.append(f"  tag: {obj['tag'].get('note', 'not written (the error is above)')}")
+        return lines
 
     def close(self) -> None:
         if self.fmt == "json":
             self.say(json.dumps(self.done, indent=1), sys.stdout)
+
+
+def clock(seconds: float) -> str:
+    """``m:ss`` (``h:mm:ss`` from an hour), as a player shows a position."""
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 def _printer(bar):
@@ -209,7 +231,9 @@ def parse_args(argv):
                    "HOST:PORT of its head; default: a local Ray on this machine's cores")
     p.add_argument("--out-dir", metavar="DIR", help="with --engine ray: the workers write the --out lines "
                    "as shards DIR/*.jsonl themselves (resumable: a rerun skips the files in them)")
-    args = p.parse_args(argv)
+    _tag_options(p)
+    args = p.parse_args(_segments_flag(sys.argv[1:] if argv is None else list(argv)))
+    _check_tag_options(p, args)
     if args.engine != "ray" and (args.address or args.out_dir):
         p.error("--address and --out-dir need --engine ray")
     if args.out_dir and args.out:
@@ -230,6 +254,72 @@ def parse_args(argv):
     return args
 
 
+def _number(text: str, ok, problem: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not ok(value):
+        raise argparse.ArgumentTypeError(f"{text}: {problem}")
+    return value
+
+
+def _probability(text: str) -> float:
+    return _number(text, lambda v: 0 <= v <= 1, "a probability is between 0 and 1")
+
+
+def _seconds(text: str) -> float:
+    return _number(text, lambda v: 0 < v < float("inf"), "seconds must be a positive number")
+
+
+def _segments_flag(argv: list) -> list:
+    """``--segments`` not followed by a number is the flag alone (3 s): ``--segments song.mp3`` names a file."""
+    out = []
+    for i, a in enumerate(argv):
+        following = argv[i + 1] if i + 1 < len(argv) else ""
+        if a == "--":
+            return out + argv[i:]
+        out.append("--segments=3" if a == "--segments" and not re.fullmatch(r"[0-9.]+(e[-+]?\d+)?", following) else a)
+    return out
+
+
+def _tag_options(p) -> None:
+    p.add_argument("--min-probability", type=_probability, metavar="P", help="genre 'unknown' when the top "
+                   f"probability is below P (default: off; {TAG_MIN_PROBABILITY:g} with --write-tags)")
+    p.add_argument("--segments", type=_seconds, nargs="?", const=3.0, metavar="SECONDS",
+                   help="also the genres of each segment of about SECONDS (default 3: musicnn's patch)")
+    p.add_argument("--plot", metavar="DIR", help="a genre-over-time picture per file into DIR (implies --segments)")
+    t = p.add_argument_group("tags", "the genre into each file's own tags (`make tags` installs mutagen)")
+    t.add_argument("--write-tags", action="store_true", help="show, per file, its genre field as it is and as "
+                   "it would be; with --yes, write it")
+    t.add_argument("--undo", action="store_true", help="put back the genre field of files this tool tagged, "
+                   "as it was before (a dry run without --yes); classifies nothing")
+    t.add_argument("--yes", action="store_true", help="really write (else a dry run: nothing changes)")
+    t.add_argument("--overwrite", action="store_true", help="replace a genre set by hand (kept by default)")
+    t.add_argument("--genres", type=int, default=1, metavar="K", help="write up to K genres, each with "
+                   "probability >= --min-probability (default 1)")
+    t.add_argument("--id3v23", action="store_true", help="ID3v2.3 (several genres joined by '; ') for a file "
+                   "without an ID3 tag yet; an existing tag keeps its version")
+    t.add_argument("--keep-mtime", action="store_true", help="keep each file's modification time")
+
+
+def _check_tag_options(p, args) -> None:
+    if (args.yes or args.id3v23 or args.keep_mtime) and not (args.write_tags or args.undo):
+        p.error("--yes, --id3v23 and --keep-mtime need --write-tags or --undo")
+    if (args.overwrite or args.genres != 1) and not args.write_tags:
+        p.error("--overwrite and --genres need --write-tags")
+    if args.genres < 1:
+        p.error("--genres must be at least 1")
+    if args.write_tags and args.undo:
+        p.error("--write-tags and --undo: choose one")
+    if args.write_tags and (args.tags or args.out_dir):
+        p.error("--write-tags writes genres from the records here: no --tags or --out-dir with it")
+    if args.write_tags and args.min_probability is None:
+        args.min_probability = TAG_MIN_PROBABILITY
+    if args.plot and args.segments is None:
+        args.segments = 3.0
+
+
 def _note(line: str) -> None:
     print(f"predict: note: {line}", file=sys.stderr)
 
@@ -244,8 +334,12 @@ def load_classifier(args) -> Classifier:
                                                                          args.ensemble, note=_note)
         except runs.NoRun as err:
             raise UsageError(str(err)) from None
-    spec = Spec(tuple(map(str, run_dirs)), str(runs_root), args.tags, args.top, args.device)
+    spec = Spec(tuple(map(str, run_dirs)), str(runs_root), args.tags, args.top, args.device, args.segments,
+                args.min_probability)
     classifier = Classifier(spec, note=_note)
+    if classifier.predictor.kind == "score" and args.min_probability is not None:
+        raise UsageError(f"{classifier.predictor.names[0]} gives decision scores, not probabilities: "
+                         f"--min-probability and --write-tags need another model (best, say)")
     data = {} if args.tags else classifier.predictor.members[0].config.get("data") or {}
     if data.get("synthetic") or data.get("data_name") == "synthetic":
         print(f"predict: warning: {classifier.predictor.names[0]} was trained on the synthetic genre set; "
@@ -280,25 +374,103 @@ def _records(args, classifier, files):
     return classify(classifier, files, args.jobs or usable_cpus())
 
 
-def _classify_all(records, keys, output, log, bar) -> None:
+class Extras:
+    """What ``--write-tags`` and ``--plot`` do with a file's record before it is printed and logged."""
+
+    def __init__(self, args, classifier, say):
+        self.args, self.classifier, self.say = args, classifier, say
+        self.writer = tagging.Writer(_tags_module(), args.yes, args.id3v23, args.keep_mtime) if args.write_tags else None
+        self.pictures, self.folders = set(), set()
+
+    def __call__(self, path: Path, record: dict) -> dict:
+        if self.writer is not None:
+            record = self._tag(path, record)
+        if self.args.plot and "segments" in record:
+            self._plot(record)
+        return record
+
+    def _tag(self, path: Path, record: dict) -> dict:
+        if "error" in record:
+            return record
+        a = self.args
+        if a.yes and path.parent not in self.folders:  # our copies that a killed run left behind
+            self.folders.add(path.parent)
+            tags.remove_stale_temps(path.parent)
+        try:
+            change = self.writer.write(path, record, self.classifier.model_id, a.genres, a.min_probability, a.overwrite)
+        except TagError as err:
+            self.writer.failed()
+            self.say(f"predict: {display(str(err))}", sys.stderr)
+            return {**record, "tag": {"error": display(str(err))}}
+        return {**record, "tag": {"action": change.action, "before": list(change.before), "after": list(change.after),
+                                  "note": tagging.describe(change)}}
+
+    def _plot(self, record: dict) -> None:
+        from evaluation import timeline
+
+        folder = Path(self.args.plot)
+        stem = Path(record["file"]).stem or "file"
+        name, n = f"{stem}.png", 1
+        while name in self.pictures:
+            n += 1
+            name = f"{stem}-{n}.png"
+        self.pictures.add(name)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            timeline.draw(record, folder / name, self.classifier.predictor.classes)
+        except OSError as err:
+            self.say(f"predict: {display(folder / name)}: not written: {err.strerror or err}", sys.stderr)
+
+
+def _classify_all(records, keys, output, log, bar, extras) -> None:
     for (path, record), key in zip(records, keys):
+        record = extras(path, record)
         output.add(record)
         if log is not None:
+            if record.get("tag", {}).get("action") in ("write",) and extras.args.yes:
+                key = file_key(path, extras.classifier.model_id)  # the write changed its size and mtime
             log.add({**{k: v for k, v in record.items() if k != "warnings"}, "key": key})
         if bar is not None:
             bar.update()
+
+
+def _tags_module():
+    """``features.tags`` once mutagen is there; MutagenMissing (one line: how to install it) else."""
+    tags.require_mutagen()
+    return tags
+
+
+def undo(args) -> int:
+    """``--undo``: the genre field of each file this tool tagged back to what it was; the exit status."""
+    say = _printer(None)
+    files, ok = gather(args.paths, say)
+    writer = tagging.Writer(tags, args.yes, args.id3v23, args.keep_mtime)
+    for path in files:
+        try:
+            change = writer.undo(path)
+        except TagError as err:
+            writer.failed()
+            say(f"predict: {display(str(err))}", sys.stderr)
+            continue
+        say(f"{display(path)}: {tagging.describe(change)}", sys.stdout)
+    print(f"predict: {writer.summary()}", file=sys.stderr)
+    return 0 if ok and not writer.counts.get("failed") else 1
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     log = None
     try:
+        if args.write_tags or args.undo:
+            _tags_module()  # before the model is loaded: the one line that says how to install mutagen
+        if args.undo:
+            return undo(args)
         if args.engine == "ray":
             cluster.require_ray()  # before the model is loaded: the one line that says how to install it
         classifier = load_classifier(args)
         log = ResultLog(args.out) if args.out else None
         return _run(args, classifier, log)
-    except (UsageError, ResultLogError) as err:
+    except (UsageError, ResultLogError, MutagenMissing) as err:
         print(f"predict: {err}", file=sys.stderr)
         return 2
     except cluster.ClusterError as err:
@@ -323,7 +495,8 @@ def _run(args, classifier, log) -> int:
     if bar is not None:
         bar.total = len(files)
     try:
-        _classify_all(_records(args, classifier, files), keys, output, log, bar)
+        extras = Extras(args, classifier, say)
+        _classify_all(_records(args, classifier, files), keys, output, log, bar, extras)
         output.close()
         if log is not None:
             log.sync()
@@ -342,6 +515,9 @@ def _run(args, classifier, log) -> int:
     if log is not None:
         print(f"predict: {output.counts['classified']} classified, {skipped} skipped as already in {args.out}, "
               f"{output.counts['failed']} failed", file=sys.stderr)
+    if extras.writer is not None:
+        print(f"predict: {extras.writer.summary()}", file=sys.stderr)
+        ok = ok and not extras.writer.counts.get("failed")
     return 0 if ok and not output.counts["failed"] else 1
 
 
