@@ -50,8 +50,21 @@ Output
 Text: per file its path, then one line per genre, best first (``genre  probability``; the SVM's
 lines read ``genre  score S``), ``--top K`` of them (default 3, at most the class count).
 ``--json``: one JSON list at the end; ``--jsonl``: one object per line as each file finishes. Each
-object is ``{"file", "top": [{"genre", "probability" (or "score")}], "model", "duration_s"}``, with
-``model`` the run folder relative to the runs root (a list of them with ``--ensemble``).
+object is ``{"file", "genre", "top": [{"genre", "probability" (or "score")}], "model", "duration_s"}``,
+with ``model`` the run folder relative to the runs root (a list of them with ``--ensemble``) and
+``genre`` the top genre, or ``unknown`` when its probability is under ``--min-probability``, or
+``silent`` (``{"genre": "silent", "silent": true, "peak_dbfs"}``, no ``top``) for a file whose loudest
+sample is under -60 dBFS. ``--segments [SECONDS]`` adds ``"segments": [{"start_s", "end_s", "top"}]``:
+consecutive parts of about SECONDS (default 3), each a whole number of the model's finest parts (a
+backbone patch for ``best``, a window for the others); ``--plot DIR`` draws them per file
+(``evaluation.timeline``).
+
+Tags
+----
+``--write-tags`` writes each file's predicted genre into its own tags (``features.tags``: a copy
+renamed over the file when complete, every other tag and the audio kept), a dry run without
+``--yes``; the record gains ``"tag": {"action", "before", "after", "note"}``. What is written, a
+person's genre kept and the provenance that makes ``--undo`` possible: ``models.tagging``.
 A file name is printed (text, JSON and error lines alike) with each byte that is not UTF-8 as ``\\xNN``
 and each control character (a newline, say) as ``\\xNN`` too, so every output line is valid UTF-8 and a
 name never breaks a line; other names, spaces and all, print as they are.

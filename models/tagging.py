@@ -117,6 +117,8 @@ def describe(change: Change) -> str:
         return f"{field(change.before)} -> {field(change.after)}"
     if change.action == "same":
         return f"{field(change.before)} (already written)"
+    if change.action == "skip":
+        return f"{field(change.before)} (not tagged: {change.why})"
     return f"{field(change.before)} (kept: {change.why})"
 
 
