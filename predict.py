@@ -392,7 +392,9 @@ class Extras:
 
     def __init__(self, args, classifier, say):
         self.args, self.classifier, self.say = args, classifier, say
-        self.writer = tagging.Writer(_tags_module(), args.yes, args.id3v23, args.keep_mtime) if args.write_tags else None
+        self.writer = None
+        if args.write_tags:
+            self.writer = tagging.Writer(_tags_module(), args.yes, args.id3v23, args.keep_mtime)
         self.pictures, self.folders = set(), set()
 
     def __call__(self, path: Path, record: dict) -> dict:

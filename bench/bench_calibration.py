@@ -9,8 +9,6 @@ in a user's file costs more than a missing one. Prints a Markdown section.
 """
 
 import argparse
-import contextlib
-import io
 import sys
 import tempfile
 from pathlib import Path
@@ -19,8 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import run_all  # noqa: E402
-from bench.bench_pool import SHARED, _predictions, make_pool  # noqa: E402
+from bench.bench_pool import SHARED, _predictions, cross_validate  # noqa: E402
 
 TARGET = 0.90
 THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -70,17 +67,12 @@ def main(argv=None) -> int:
     k, preset = (2, "tiny") if args.quick else (5, "quick")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        pool = make_pool(tmp / "pool")
-        log = io.StringIO()
-        with contextlib.redirect_stdout(log):
-            rc = run_all.main(["--data", str(pool), "--models", "best", "--folds", str(k), "--preset", preset,
-                               "--cache", str(tmp / "cache"), "--runs", str(tmp / "runs")])
+        rc = cross_validate(tmp, "best", k, preset)
         if rc:
-            print(log.getvalue(), file=sys.stderr)
             return rc
         top, right = held_out(tmp / "runs", k, preset)
     lines, chosen = table(top, right)
-    print("\n".join([f"## Calibration of best (`bench/bench_calibration.py`)", "",
+    print("\n".join(["## Calibration of best (`bench/bench_calibration.py`)", "",
                      f"Pool CV of `best` ({len(top)} held-out real GTZAN files of `../shared/data`, {k} folds by "
                      f"track, preset {preset}, seed 0). Files whose top probability is below P get `unknown`.", "",
                      *lines, "", f"Smallest P whose kept files are >= {100 * TARGET:.0f} % right: "

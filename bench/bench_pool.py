@@ -40,6 +40,19 @@ def make_pool(out: Path) -> Path:
     return out
 
 
+def cross_validate(tmp: Path, models: str, k: int, preset: str) -> int:
+    """Train ``models`` on the pool in ``k`` folds by track: cache ``tmp/cache``, runs ``tmp/runs``; the
+    exit status (run_all's log goes to stderr when it fails)."""
+    pool = make_pool(tmp / "pool")
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):
+        rc = run_all.main(["--data", str(pool), "--models", models, "--folds", str(k), "--preset", preset,
+                           "--cache", str(tmp / "cache"), "--runs", str(tmp / "runs")])
+    if rc:
+        print(log.getvalue(), file=sys.stderr)
+    return rc
+
+
 def _predictions(runs: Path, model: str, k: int, fold: int, preset: str):
     """The test predictions of fold ``fold`` of ``model``, read through the run store."""
     run_dir = run_store.run_dir_for(runs, "pool", model, fold_split(k, fold), preset, 0)
@@ -90,13 +103,8 @@ def main(argv=None) -> int:
     k, preset = (2, "tiny") if args.quick else (5, "quick")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        pool = make_pool(tmp / "pool")
-        log = io.StringIO()
-        with contextlib.redirect_stdout(log):
-            rc = run_all.main(["--data", str(pool), "--models", MODELS, "--folds", str(k), "--preset", preset,
-                               "--cache", str(tmp / "cache"), "--runs", str(tmp / "runs")])
+        rc = cross_validate(tmp, MODELS, k, preset)
         if rc:
-            print(log.getvalue(), file=sys.stderr)
             return rc
         n = open_cache(tmp / "cache" / "pool").manifest["n"]
         lines = [f"## Pool cross-validation (real GTZAN excerpts, {k}-fold by track)", "",
