@@ -131,7 +131,7 @@ def pretrained_embedder(hps: dict, named: bool):
     embedder, needing, problem = None, [], None
     for model, hp in hps.items():
         try:
-            found = family_of(model).embedder(hp)
+            found = family_of(model).embedder(hp, "auto")  # the backbone on the GPU where there is one
         except ModelError as err:
             found, problem = None, err
             needing.append(model)
@@ -172,7 +172,7 @@ def main(argv=None) -> int:
         return 1
     except KeyboardInterrupt:
         print("interrupted: " + ("complete runs are kept as they were (--force retrains them from the start)"
-                                 if args.force else "the same command resumes from the last finished epoch"),
+                                 if args.force else "the same command resumes from the last checkpoint (at most 30 s back)"),
               file=sys.stderr)
         return 130
     print()

@@ -63,12 +63,12 @@ class Smi:
             except ValueError:  # "[N/A]": no sample
                 continue
 
-    def between(self, t0: float, t1: float) -> str:
-        """'mean utilisation % / peak memory GiB' of the samples taken from t0 to t1, '-' for none."""
+    def between(self, t0: float, t1: float) -> tuple:
+        """(mean utilisation %, peak memory GiB) of the samples taken from t0 to t1, as text; "-" for none."""
         inside = [(u, m) for t, u, m in self.samples if t0 <= t <= t1]
         if not inside:
-            return "- | -"
-        return f"{statistics.mean(u for u, _ in inside):.0f} | {max(m for _, m in inside) / 1024:.1f}"
+            return "-", "-"
+        return f"{statistics.mean(u for u, _ in inside):.0f}", f"{max(m for _, m in inside) / 1024:.1f}"
 
     def close(self):
         if self.proc is not None:
@@ -106,14 +106,14 @@ def one_model(name: str, cache_dir: Path, runs: Path, epochs: int, device: str, 
     t1 = time.perf_counter()
     if not is_net:
         return (f"| {name} | {hp.split} | - | {r['n_train']} | {t1 - t0:.1f} (fit) | {r['n_train'] / (t1 - t0):.0f} "
-                f"| - | {smi.between(t0, t1)} |")
+                f"| - | {' | '.join(smi.between(t0, t1))} |")
     with open(Path(r["run_dir"]) / "history.csv") as f:
         seconds = [float(row["seconds"]) for row in csv.DictReader(f)]
     per_epoch = statistics.median(seconds[1:] or seconds)
     ends = [t for t, line in logged if " epoch " in line]  # epoch k's line: the end of epoch k
     inputs = "GPU" if any(" held on " in line for _, line in logged) else "pinned host"
     return (f"| {name} | {hp.split} | {hp.batch_size} | {r['n_train']} | {per_epoch:.2f} | "
-            f"{r['n_train'] / per_epoch:.0f} | {inputs} | {smi.between(ends[0], ends[-1])} |")
+            f"{r['n_train'] / per_epoch:.0f} | {inputs} | {' | '.join(smi.between(ends[0], ends[-1]))} |")
 
 
 def whole_run_all(data: Path, cache_root: Path, runs: Path, smi: Smi) -> tuple:
@@ -162,16 +162,16 @@ def main(argv=None) -> int:
                 print(f"| best | {embed} |", flush=True)
                 continue
             print(one_model(model, cache_dir, work / "runs", epochs, device, smi), flush=True)
-        print(f"\nNets: median of epochs 2-{epochs} as the loop runs them (training, the evaluation of "
-              "the validation or monitored test part, checkpoints every 30 s); utilisation and memory "
-              "over those epochs. svm and best: one fit of the report's protocol (best's head: C by grouped "
-              "CV, then the fit), its wall time.", flush=True)
+        print("\nNets: the median epoch after the first, as the loop runs it (training, the evaluation of "
+              "the validation or monitored test part, the checkpoint when due); utilisation and memory over "
+              "those epochs. svm and best: one fit of the report's protocol (best's head: C by grouped CV, "
+              "then the fit), its wall time.", flush=True)
         if not args.quick:
-            wall, gpu, table = whole_run_all(data, work / "cache", work / "runs_all", smi)
-            util, memory = gpu.split(" | ")
+            wall, (util, memory), table = whole_run_all(data, work / "cache", work / "runs_all", smi)
             print(f"\nWhole `run_all.py --preset report` (the five report models and best, each on its own "
-                  f"split, best also on all; the feature cache already built): **{wall / 60:.1f} min**, GPU "
-                  f"utilisation {util} % on average, peak memory {memory} GiB.\n\n" + "\n".join(table))
+                  f"split, best also on all; the feature cache above reused where current): "
+                  f"**{wall / 60:.1f} min**, GPU utilisation {util} % on average, peak memory {memory} GiB."
+                  "\n\n" + "\n".join(table))
     finally:
         smi.close()
         shutil.rmtree(work, ignore_errors=True)

@@ -1,7 +1,8 @@
 """``make bench``: run every bench/bench_*.py in one go and write bench/RESULTS.md.
 
 Each script prints a Markdown section; this adds the machine, package versions and date, so the
-numbers in RESULTS.md always say where and when they were measured. ``--quick`` is passed on.
+numbers in RESULTS.md always say where and when they were measured. ``--quick`` is passed on. A script
+that prints nothing (bench_gpu.py where there is no CUDA device) leaves its earlier section as it was.
 """
 
 import argparse
@@ -17,7 +18,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from features.files import atomic_write  # noqa: E402
 SCRIPTS = ("bench_mel.py", "bench_features.py", "bench_musicnn.py", "bench_precision.py", "bench_train.py",
-           "bench_predict.py", "bench_library.py", "bench_cluster.py", "bench_pool.py")
+           "bench_predict.py", "bench_library.py", "bench_cluster.py", "bench_pool.py", "bench_gpu.py")
 
 
 def machine() -> str:

@@ -125,7 +125,7 @@ def _cv_folds(y, groups, hp: HeadParams):
     """Train/test row indices of the grouped, stratified folds that choose C (None: too few tracks)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    k = min(hp.cv_folds, len(set(groups)))
+    k = min(hp.cv_folds, len(set(groups)), np.bincount(y).max())  # StratifiedGroupKFold refuses more
     if k < 2 or len(hp.Cs) < 2:
         return None
     with warnings.catch_warnings():  # classes with fewer tracks than folds: a warning, still grouped
@@ -196,20 +196,28 @@ def fit(x, n_patches, y, groups, hp: HeadParams = HPARAMS, n_classes: int = 10) 
     table : dict
         The CV table of ``choose_C``, with the chosen ``C``.
     """
+    from threadpoolctl import threadpool_limits
+
     feats = clip_features(x, n_patches)
     mean, scale = feats.mean(0), feats.std(0)
     scale = np.where(scale > 0, scale, 1.0)  # a constant feature carries nothing: leave it at 0
     z = (feats - mean) / scale
     y = np.asarray(y)
-    C, table = choose_C(z, y, groups, hp)
-    coef, intercept = np.zeros((n_classes, z.shape[1])), np.full(n_classes, ABSENT)
-    if len(np.unique(y)) == 1:  # one class: scikit-learn cannot fit it, and nothing is to decide
-        intercept[y[0]] = 0.0
-    else:
-        m = _logistic(C, hp.max_iter).fit(z, y)
-        w, b = (m.coef_, m.intercept_) if len(m.classes_) > 2 else (
-            np.vstack([-m.coef_[0] / 2, m.coef_[0] / 2]), np.array([-m.intercept_[0] / 2, m.intercept_[0] / 2]))
-        coef[m.classes_], intercept[m.classes_] = w, b
+    # One BLAS / OpenMP thread: each L-BFGS step multiplies at most a few thousand rows by 1706 x
+    # n_classes, about a millisecond of work, so more threads mostly wait on each other. Issue 21
+    # measured a head fit at 85 s on 16 cores against about 20 s on 2; on 2 cores a fit on 800 synthetic
+    # clips took 3.7-5.5 s on 2 threads (35 s beside another busy process) and 1.3 s on one, with the
+    # same C and parameters equal to 1e-16. One thread also makes the fit the same on any machine.
+    with threadpool_limits(limits=1):
+        C, table = choose_C(z, y, groups, hp)
+        coef, intercept = np.zeros((n_classes, z.shape[1])), np.full(n_classes, ABSENT)
+        if len(np.unique(y)) == 1:  # one class: scikit-learn cannot fit it, and nothing is to decide
+            intercept[y[0]] = 0.0
+        else:
+            m = _logistic(C, hp.max_iter).fit(z, y)
+            w, b = (m.coef_, m.intercept_) if len(m.classes_) > 2 else (
+                np.vstack([-m.coef_[0] / 2, m.coef_[0] / 2]), np.array([-m.intercept_[0] / 2, m.intercept_[0] / 2]))
+            coef[m.classes_], intercept[m.classes_] = w, b
     params = {"mean": mean, "scale": scale, "coef": coef, "intercept": intercept, "C": np.float64(C)}
     return params, {**table, "chosen": C}
 

@@ -46,7 +46,8 @@ def build(n_classes: int = 10) -> tuple:
     net : nn.Module
         (B, 3, 160000) float32 -> (B, n_classes) log-probabilities.
     transform : callable
-        (B, 400, 400, 3) uint8 images (numpy) -> (B, 3, 160000) float32 tensor in [0, 1].
+        (B, 400, 400, 3) uint8 images (numpy, or a tensor on any device) -> (B, 3, 160000) float32
+        tensor in [0, 1] on the same device.
     """
     net = nn.Sequential(
         nn.Conv1d(3, 8, 16, stride=2), nn.AvgPool1d(4), nn.ReLU(),  # reconstructed layer 1
@@ -58,7 +59,7 @@ def build(n_classes: int = 10) -> tuple:
     return net, transform
 
 
-def transform(x: np.ndarray) -> torch.Tensor:
+def transform(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(B, 400, 400, 3) uint8 -> (B, 3, 160000) float32 in [0, 1]: each colour plane, rows in order."""
-    x = torch.from_numpy(x).permute(0, 3, 1, 2).reshape(len(x), 3, -1).contiguous()
+    x = torch.as_tensor(x).permute(0, 3, 1, 2).reshape(len(x), 3, -1).contiguous()
     return x.float().div_(255)

@@ -48,7 +48,8 @@ def build(n_classes: int = 10) -> tuple:
     net : nn.Module
         (B, 1, 551250) float32 -> (B, n_classes) log-probabilities.
     transform : callable
-        (B, >=551250) float32 waveforms (numpy) -> (B, 1, 551250) float32 tensor.
+        (B, >=551250) float32 waveforms (numpy, or a tensor on any device) -> (B, 1, 551250) float32
+        tensor on the same device.
     """
     net = nn.Sequential(
         nn.Conv1d(1, 8, 27, stride=2), nn.MaxPool1d(4), nn.ReLU(),
@@ -61,6 +62,6 @@ def build(n_classes: int = 10) -> tuple:
     return net, transform
 
 
-def transform(x: np.ndarray) -> torch.Tensor:
+def transform(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(B, >=551250) float32 waveforms -> (B, 1, 551250) float32 tensor (a view when already cropped)."""
-    return torch.from_numpy(np.ascontiguousarray(x[:, :N_SAMPLES], dtype=np.float32))[:, None, :]
+    return torch.as_tensor(x)[:, :N_SAMPLES].to(torch.float32).contiguous()[:, None, :]

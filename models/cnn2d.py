@@ -41,8 +41,9 @@ def build(n_classes: int = 10) -> tuple:
     net : nn.Module
         (B, 3, 400, 400) float32 -> (B, n_classes) logits.
     transform : callable
-        (B, 400, 400, 3) uint8 images (numpy) -> (B, 3, 400, 400) float32 tensor in [0, 1], stored
-        channels_last (a permuted view of the HWC batch, no reordering copy).
+        (B, 400, 400, 3) uint8 images (numpy, or a tensor on any device) -> (B, 3, 400, 400) float32
+        tensor in [0, 1] on the same device, stored channels_last (a permuted view of the HWC batch, no
+        reordering copy).
     """
     net = nn.Sequential(
         nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25),
@@ -54,6 +55,6 @@ def build(n_classes: int = 10) -> tuple:
     return net, transform
 
 
-def transform(x: np.ndarray) -> torch.Tensor:
+def transform(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(B, 400, 400, 3) uint8 -> (B, 3, 400, 400) float32 in [0, 1], channels_last strides."""
-    return torch.from_numpy(x).permute(0, 3, 1, 2).float().div_(255)
+    return torch.as_tensor(x).permute(0, 3, 1, 2).float().div_(255)

@@ -7,9 +7,10 @@ the training accuracy), then, for a model whose protocol says so, the retrain on
 same number of epochs; it writes ``history.csv`` (``history_final.csv``) and ``model.pt``.
 
 While training, ``checkpoint.pt`` (weights, optimizer, schedule and RNG state, history; with its own
-sha256, ``runs.seal_bytes``) is rewritten after each epoch, after the history, so a run interrupted or
-killed at any point resumes where it stopped and ends with the same numbers as an uninterrupted one;
-one that fails its checksum or will not load is noted and the run starts over.
+sha256, ``runs.seal_bytes``) is rewritten after the history of an epoch that ends ``CHECKPOINT_SECONDS``
+or more after the last one was written, and after each phase's last epoch, so a run interrupted or
+killed at any point resumes at the last checkpoint and ends with the same numbers as an uninterrupted
+one; one that fails its checksum or will not load is noted and the run starts over.
 
 ``test_acc_monitor`` is the test accuracy after each epoch of a run without a validation part (the
 report's r80 models; its Figure 7 draws that curve). It is recorded for the figure only: no decision
@@ -22,9 +23,17 @@ supply, besides ``HPARAMS``, ``PRESETS`` and ``build(n_classes)``, the hooks of 
 
 CPU speed without changing any model (bench/bench_train.py): batches are copied once out of the
 memory-mapped cache; evaluation runs under ``torch.inference_mode``.
+
+GPU speed (bench/bench_gpu.py): a model without its own batch hooks whose array fits in half the GPU's
+free memory has it copied there once, as stored (uint8 images, int16 waveforms, cropped), and each
+batch is indexed and converted by its transform on the GPU; otherwise batches come from the memory map
+through pinned memory, copied without waiting. Either way the loop waits for the GPU only once per
+epoch (the loss and accuracy are summed on the device) and per evaluation. ``fit(..., resident=True)``
+takes the resident path on the CPU too: the same numbers, bit for bit (tests/test_gpu_path.py).
 """
 
 import io
+import math
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -39,6 +48,15 @@ from . import top_k_accuracy
 from .hparams import Hparams
 from .runs import seal_bytes, unseal_bytes, write_history
 
+# Seconds between checkpoints at least (besides each phase's last epoch): a GPU epoch can take under a
+# second (issue 21: 0.7-0.8 s, with a 64 MB checkpoint after each). On 2 CPU cores cnn1d_mel's 48 MB
+# checkpoint took 0.11 s after each 0.3-s epoch of a small cache: 0.45 s per epoch, 0.31 s at this
+# interval. A kill loses at most this much training, and the epoch under way.
+CHECKPOINT_SECONDS = 30.0
+# Share of the GPU's free memory a run's input array may take to be resident there: the rest is for the
+# network, its activations and gradients, and cuDNN's workspace.
+RESIDENT_SHARE = 0.5
+RESIDENT_CHUNK = 64  # rows per copy to the device: bounds the host memory the copy takes
 CHECKPOINT_KEYS = {"identity", "phase", "epoch", "stopped", "main_stopped", "history", "history_final", "model",
                    "optimizer", "schedule", "rng", "seconds"}
 
@@ -62,6 +80,13 @@ class Hooks(NamedTuple):
         return cls(*(getattr(module, name, None) for name in cls._fields))
 
 
+class Resident(NamedTuple):
+    """A run's inputs held on the training device for the whole run."""
+
+    arr: torch.Tensor  # the model's array as stored (uint8, int16, float32), cropped to ``hp.crop``
+    labels: torch.Tensor  # (N,) int64
+
+
 class Feed(NamedTuple):
     """Everything a torch model's batches are made from."""
 
@@ -73,18 +98,69 @@ class Feed(NamedTuple):
     n_frames: np.ndarray  # valid frames per clip (mel_db models), else None
     n_classes: int
     device: torch.device
+    resident: Resident = None  # the inputs on ``device``; None: batches are read from ``arr``
 
     @property
     def hooks(self) -> Hooks:
         return Hooks.of(self.module)
 
+    def rows(self, idx: np.ndarray):
+        """Row numbers as the batches index them: a tensor on the device when the inputs are resident."""
+        return idx if self.resident is None else torch.from_numpy(idx).to(self.device)
+
+
+def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` (on the CPU) on ``device``; to a GPU through pinned memory, so that the copy does not wait
+    for the GPU and the next batch is prepared meanwhile."""
+    if device.type == "cuda":
+        x = x.pin_memory()
+    return x.to(device, non_blocking=True)
+
 
 def _read(feed: Feed, idx, transform) -> torch.Tensor:
-    """One batch out of the memmap (one copy), as the model's input tensor on the CPU."""
+    """One batch of rows ``idx`` (``Feed.rows``) as the model's input tensor on the device: indexed and
+    converted there when the inputs are resident, else read out of the memmap (one copy) and converted
+    on the CPU. int16 -> float32 is the same multiplication either way."""
+    if feed.resident is not None:
+        x = feed.resident.arr[idx]
+        return transform(x if feed.scale is None else x.to(torch.float32).mul_(float(np.float32(feed.scale))))
     x = feed.arr[idx] if feed.hp.crop is None else feed.arr[idx, :feed.hp.crop]
     if feed.scale is not None:
         x = x * np.float32(feed.scale)
-    return transform(x)
+    return _to_device(transform(x), feed.device)
+
+
+def _labels(feed: Feed, idx) -> torch.Tensor:
+    """(B,) int64 labels of rows ``idx`` (``Feed.rows``) on the device."""
+    if feed.resident is not None:
+        return feed.resident.labels[idx]
+    return _to_device(torch.from_numpy(feed.labels[idx]), feed.device)
+
+
+def _cropped_shape(arr: np.ndarray, hp: Hparams) -> tuple:
+    """Shape of ``arr`` with each row cut to its first ``hp.crop`` values (the model reads no more)."""
+    return arr.shape if hp.crop is None else arr.shape[:1] + (hp.crop,) + arr.shape[2:]
+
+
+def resident_inputs(arr: np.ndarray, labels: np.ndarray, hp: Hparams, device: torch.device) -> Resident:
+    """``arr`` (its first ``hp.crop`` values per row) and ``labels`` copied once to ``device``, as stored."""
+    dtype = torch.from_numpy(np.empty(0, arr.dtype)).dtype
+    out = torch.empty(_cropped_shape(arr, hp), dtype=dtype, device=device)
+    for start in range(0, len(arr), RESIDENT_CHUNK):
+        part = arr[start:start + RESIDENT_CHUNK, :hp.crop]  # crop None: the whole rows
+        out[start:start + len(part)] = torch.from_numpy(np.array(part))  # a writable copy of the memmap's rows
+    return Resident(out, torch.from_numpy(np.asarray(labels, np.int64)).to(device))
+
+
+def fits_on_device(arr: np.ndarray, hp: Hparams, device: torch.device) -> bool:
+    """Whether ``arr`` as stored (cropped to ``hp.crop``) takes at most ``RESIDENT_SHARE`` of the free
+    memory of GPU ``device``; False on the CPU."""
+    if device.type != "cuda":
+        return False
+    # what torch's allocator holds unused (an earlier run's inputs, say) is free to this run too
+    free = (torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device)
+            - torch.cuda.memory_allocated(device))
+    return math.prod(_cropped_shape(arr, hp)) * arr.itemsize <= RESIDENT_SHARE * free
 
 
 def _log_probs(out: torch.Tensor, loss: str) -> torch.Tensor:
@@ -95,15 +171,15 @@ def predict(net, feed: Feed, idx, transform) -> np.ndarray:
     """Log-probabilities, shape (len(idx), n_classes) float32, of the clips ``idx`` (in that order)."""
     net.eval()
     out = []
+    rows = feed.rows(np.asarray(idx))
     with torch.inference_mode():
         for start in range(0, len(idx), feed.hp.batch_size):
-            rows = idx[start:start + feed.hp.batch_size]
+            batch = rows[start:start + feed.hp.batch_size]
             if feed.hooks.clip_log_probs is not None:
-                out.append(feed.hooks.clip_log_probs(net, feed.arr[rows], feed.n_frames[rows]).float().cpu())
+                out.append(feed.hooks.clip_log_probs(net, feed.arr[batch], feed.n_frames[batch]).float())
             else:
-                x = _read(feed, rows, transform).to(feed.device)
-                out.append(_log_probs(net(x), feed.hp.loss).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, feed.n_classes), np.float32)
+                out.append(_log_probs(net(_read(feed, batch, transform)), feed.hp.loss).float())
+    return torch.cat(out).cpu().numpy() if out else np.zeros((0, feed.n_classes), np.float32)
 
 
 def _loss(log_probs, target, weights) -> torch.Tensor:
@@ -119,17 +195,22 @@ def train_epoch(net, opt, sched, feed: Feed, order, transform, rng, weights) -> 
     """One pass over ``order`` in batches; returns (mean loss, training accuracy correct / total).
 
     Both are over clips, as the report's loops counted the running accuracy (a short last batch
-    weighs by its size). Each batch is read in sorted row order (sequential memmap access).
+    weighs by its size). Each batch is read in sorted row order (sequential memmap access). The sums
+    stay on the device until the epoch ends (float64, as Python's float sum was), so no step waits
+    for the GPU.
     """
     net.train()
-    loss_sum, correct, total = 0.0, 0, 0
-    for start in range(0, len(order), feed.hp.batch_size):
-        idx = np.sort(order[start:start + feed.hp.batch_size])
+    bs = feed.hp.batch_size
+    rows = feed.rows(np.concatenate([np.sort(order[start:start + bs]) for start in range(0, len(order), bs)]))
+    loss_sum = torch.zeros((), dtype=torch.float64, device=feed.device)
+    correct, total = torch.zeros((), dtype=torch.int64, device=feed.device), 0
+    for start in range(0, len(order), bs):
+        idx = rows[start:start + bs]
         if feed.hooks.train_batch is not None:
             x, target = feed.hooks.train_batch(feed.arr, idx, feed.labels, feed.n_frames, rng, feed.n_classes)
+            x, target = _to_device(x, feed.device), _to_device(target, feed.device)
         else:
-            x, target = _read(feed, idx, transform), torch.from_numpy(feed.labels[idx])
-        x, target = x.to(feed.device, non_blocking=True), target.to(feed.device, non_blocking=True)
+            x, target = _read(feed, idx, transform), _labels(feed, idx)
         log_probs = _log_probs(net(x), feed.hp.loss)
         loss = _loss(log_probs, target, weights)
         opt.zero_grad(set_to_none=True)
@@ -138,10 +219,10 @@ def train_epoch(net, opt, sched, feed: Feed, order, transform, rng, weights) -> 
         if sched is not None:
             sched.step()
         truth = target.argmax(1) if target.ndim == 2 else target
-        loss_sum += loss.item() * len(truth)
-        correct += int((log_probs.argmax(1) == truth).sum())
+        loss_sum += loss.detach().double() * len(truth)
+        correct += (log_probs.argmax(1) == truth).sum()
         total += len(truth)
-    return loss_sum / total, correct / total
+    return loss_sum.item() / total, correct.item() / total
 
 
 def _new_model(feed: Feed, seed, train_idx, steps_per_epoch):
@@ -185,7 +266,7 @@ def _set_rng_state(state, device) -> None:
 
 
 class _Resume:
-    """A run's checkpoint: what it holds, and writing it after each epoch."""
+    """A run's checkpoint: what it holds, when it is due, and writing it."""
 
     def __init__(self, path: Path, identity: dict, log, label):
         self.path, self.identity, self.state = path, identity, None
@@ -202,7 +283,7 @@ class _Resume:
         self.history_final = self.state["history_final"] if self.state else []
         self.main_stopped = self.state["main_stopped"] if self.state else False
         self.earlier = self.state["seconds"] if self.state else 0.0  # time before a resume
-        self.t_start = time.perf_counter()
+        self.t_start = self.t_saved = time.perf_counter()
 
     @staticmethod
     def _load(path: Path) -> tuple:
@@ -231,6 +312,10 @@ class _Resume:
         _set_rng_state(s["rng"], device)
         return s["epoch"], s["stopped"]
 
+    def due(self) -> bool:
+        """Whether ``CHECKPOINT_SECONDS`` have passed since the last checkpoint (or the start)."""
+        return time.perf_counter() - self.t_saved >= CHECKPOINT_SECONDS
+
     def save(self, phase, epoch, stopped, net, opt, sched, device):
         payload = {"identity": self.identity, "phase": phase, "epoch": epoch, "stopped": stopped,
                    "main_stopped": self.main_stopped, "history": self.history,
@@ -240,6 +325,7 @@ class _Resume:
         body = io.BytesIO()
         torch.save(payload, body)
         atomic_write(self.path, lambda f: f.write(seal_bytes(body.getvalue())))
+        self.t_saved = time.perf_counter()
 
 
 class _Phase(NamedTuple):
@@ -275,9 +361,10 @@ class _Phase(NamedTuple):
             if phase == "main":
                 ckpt.main_stopped = stopped
             # the history first: the checkpoint is the commit point, so a kill between the two re-runs the
-            # epoch and rewrites the history rather than leaving it an epoch short
+            # epochs since the last checkpoint and rewrites the history rather than leaving it short
             write_history(run_dir / ("history.csv" if phase == "main" else "history_final.csv"), rows)
-            ckpt.save(phase, epoch, stopped, net, opt, sched, feed.device)
+            if stopped or epoch == max_epochs or ckpt.due():
+                ckpt.save(phase, epoch, stopped, net, opt, sched, feed.device)
             log(f"{label} {'retrain ' if phase == 'final' else ''}epoch {epoch}/{max_epochs}: "
                 f"loss {loss:.4f}  train_acc {acc:.3f}"
                 + (f"  val_acc {row['val_acc']:.3f}" if row["val_acc"] != "" else "")
@@ -285,8 +372,41 @@ class _Phase(NamedTuple):
         return net, transform
 
 
-def fit(module, hp: Hparams, job) -> tuple:
+def feed_of(module, hp: Hparams, data, device: torch.device, resident: bool = None) -> Feed:
+    """Where the batches of ``module`` with settings ``hp`` come from.
+
+    Parameters
+    ----------
+    module, hp
+        The model file and its settings.
+    data : features.cache.Cache
+        The opened feature cache.
+    device : torch.device
+        Where the network trains.
+    resident : bool, optional
+        Hold the model's array on ``device`` for the whole run (``resident_inputs``); default: on a GPU
+        where it fits (``fits_on_device``). Never for a model with its own batch hooks, which read the
+        memory map.
+    """
+    arr = data.array(hp.view)
+    scale = data.manifest.get(hp.view, {}).get("scale") if arr.dtype.kind == "i" else None
+    n_frames = None
+    if hp.view == "mel_db":  # the frames that hold audio: those of the clip's true length
+        config = clips.FeatureConfig(**data.manifest["config"])
+        n_frames = clips.n_valid_frames(data.array("lengths"), config, arr.shape[2])
+    hooks = Hooks.of(module)
+    if hooks.train_batch is not None or hooks.clip_log_probs is not None:
+        resident = False
+    elif resident is None:
+        resident = fits_on_device(arr, hp, device)
+    on_device = resident_inputs(arr, data.labels, hp, device) if resident else None
+    return Feed(module, hp, arr, scale, data.labels, n_frames, len(data.classes), device, on_device)
+
+
+def fit(module, hp: Hparams, job, resident: bool = None) -> tuple:
     """Both phases of a torch model's protocol, resumably, on ``job`` (``models.family.Job``).
+
+    ``resident`` as for ``feed_of``.
 
     Returns
     -------
@@ -294,14 +414,11 @@ def fit(module, hp: Hparams, job) -> tuple:
     results : dict
         Epochs run, whether the stopping rule fired, the retrain's epochs, parameters, time before a resume.
     """
-    data, split, run_dir = job.data, job.split, job.run_dir
-    arr = data.array(hp.view)
-    scale = data.manifest.get(hp.view, {}).get("scale") if arr.dtype.kind == "i" else None
-    n_frames = None
-    if hp.view == "mel_db":  # the frames that hold audio: those of the clip's true length
-        config = clips.FeatureConfig(**data.manifest["config"])
-        n_frames = clips.n_valid_frames(data.array("lengths"), config, arr.shape[2])
-    feed = Feed(module, hp, arr, scale, data.labels, n_frames, len(data.classes), job.device)
+    split, run_dir = job.split, job.run_dir
+    feed = feed_of(module, hp, job.data, job.device, resident)
+    if feed.resident is not None:
+        job.log(f"{job.label}: {hp.view} held on {job.device} as stored "
+                f"({feed.resident.arr.nbytes / 2**20:.0f} MiB)")
     ckpt = _Resume(run_dir / "checkpoint.pt", job.identity, job.log, job.label)
     phase = _Phase(feed, ckpt, job.seed, run_dir, job.log, job.label)
     # no validation part: the test accuracy per epoch is recorded for the curves figure, never used

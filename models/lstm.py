@@ -50,13 +50,13 @@ def build(n_classes: int = 10) -> tuple:
     net : nn.Module
         (B, 400, 1200) float32 -> (B, n_classes) logits.
     transform : callable
-        (B, 400, 400, 3) uint8 images (numpy) -> (B, 400, 1200) float32 tensor in [0, 1], one row
-        per image column.
+        (B, 400, 400, 3) uint8 images (numpy, or a tensor on any device) -> (B, 400, 1200) float32
+        tensor in [0, 1] on the same device, one row per image column.
     """
     return ColumnLSTM(n_classes=n_classes), transform
 
 
-def transform(x: np.ndarray) -> torch.Tensor:
+def transform(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(B, H=400, W=400, 3) uint8 -> (B, W=400 steps, H*3=1200) float32 in [0, 1]."""
-    x = torch.from_numpy(x).permute(0, 2, 1, 3).reshape(len(x), x.shape[2], -1)
+    x = torch.as_tensor(x).permute(0, 2, 1, 3).reshape(len(x), x.shape[2], -1)
     return x.float().div_(255)

@@ -56,6 +56,8 @@ def test_cv_folds_keep_tracks_together():
     for tr, te in folds:
         assert not set(groups[tr]) & set(groups[te])
     assert best._cv_folds(y[:2], groups[:2], best.HPARAMS) is None  # one track: no CV, fallback C
+    few = np.isin(np.arange(len(y)) % 12, (0, 3, 6))  # 3 clips (tracks) per class: 3 folds, not 5
+    assert len(best._cv_folds(y[few], groups[few], best.HPARAMS)) == 3
     _, table = best.fit(x[:6], counts[:6], y[:6], ["a"] * 6, n_classes=3)
     assert table["chosen"] == best.HPARAMS.fallback_C
 

@@ -77,6 +77,13 @@ def fake_cache(tmp_path_factory):
                             views=("img400", "img360x120"))
 
 
+@pytest.fixture
+def checkpoint_every_epoch(monkeypatch):
+    """A checkpoint after every epoch (by default one waits ``loop.CHECKPOINT_SECONDS``, far longer than
+    a test's run), so that a run stopped after any epoch resumes there."""
+    monkeypatch.setattr(loop, "CHECKPOINT_SECONDS", 0.0)
+
+
 # ---- top-k ------------------------------------------------------------------------------------------
 
 def test_top_k_matches_sklearn_including_ties():
@@ -172,6 +179,7 @@ def _lines():
     return out, out.append
 
 
+@pytest.mark.usefixtures("checkpoint_every_epoch")
 def test_torch_run_folder_resume_skip_force(tmp_path, fake_cache):
     runs = tmp_path / "runs"
     lines, log = _lines()
@@ -226,6 +234,7 @@ def test_torch_run_folder_resume_skip_force(tmp_path, fake_cache):
         assert z["log_probs"].shape == (config["n_test"], 10)
 
 
+@pytest.mark.usefixtures("checkpoint_every_epoch")
 def test_final_model_on_train_val_resumes_in_either_phase(tmp_path, fake_cache, monkeypatch):
     from models import cnn1d_mel
 
@@ -266,6 +275,7 @@ def test_svm_run_and_rebuilt_cache_retrains(tmp_path):
     assert json.loads((d / "config.json").read_text())["identity"]["inputs"]["img360x120"] == "rebuilt"
 
 
+@pytest.mark.usefixtures("checkpoint_every_epoch")
 def test_resume_restores_dropout_rng(tmp_path):
     cache = write_fake_cache(tmp_path / "fake", n_per_class=3, views=("img400",))
     ref = train.run("cnn2d", cache, tmp_path / "ref", preset="tiny", threads=2, log=lambda line: None)
