@@ -137,9 +137,13 @@ def test_shards_partition_the_files(library, tmp_path, capsys):
 
 
 def test_jobs_and_the_batch_engine_equal_the_file_by_file_path(library, capsys):
+    import torch
+
     lib, runs = library
+    threads = torch.get_num_threads()
     outs = [run(capsys, "--runs", runs, "--jsonl", "--jobs", str(j), lib)[1] for j in (1, 3)]
     assert outs[0] == outs[1] and len(outs[0].splitlines()) == 30
+    assert torch.get_num_threads() == threads  # one per worker while they ran, then as it was
     (run_dir,) = (runs / "synthetic" / "svm").iterdir()
     member = load_member(run_dir, runs)
     files = sorted(lib.rglob("*.wav"))[:6]
@@ -282,7 +286,7 @@ def test_the_engine_groups_short_files_up_to_the_backbones_batch(tmp_path, monke
     classifier = engine.Classifier.__new__(engine.Classifier)
     classifier.spec, classifier.top = engine.Spec((), str(tmp_path)), 2
     classifier.predictor = _stand_in_predictor(tmp_path, embedder)
-    classifier.model, classifier.group_files = "x", 1
+    classifier.model, classifier.group_files, classifier.on_cpu = "x", 1, False  # the GPU's way: batches
     monkeypatch.setattr(engine.concurrent.futures.Future, "done", lambda self: True)  # every file ready at once
     records = [r for _, r in engine.classify(classifier, files, jobs=3)]
     assert [r["file"] for r in records] == [str(f) for f in files]
