@@ -116,6 +116,25 @@ def one_model(name: str, cache_dir: Path, runs: Path, epochs: int, device: str, 
             f"{r['n_train'] / per_epoch:.0f} | {inputs} | {' | '.join(smi.between(ends[0], ends[-1]))} |")
 
 
+def library(runs: Path, data: Path, smi: Smi) -> str:
+    """The library issue's GPU figure: ``predict.py``'s engine classifying every clip of ``data`` with
+    best's run on the GPU, the usable cores preparing files; files/s and the GPU's utilisation."""
+    from features import usable_cpus
+    from models import engine
+    from models import runs as run_store
+
+    run_dirs = run_store.choose_runs(runs, "best", note=lambda line: None)
+    classifier = engine.Classifier(engine.Spec(tuple(map(str, run_dirs)), str(runs), device=DEVICE))
+    files = sorted(data.glob("*/*.wav"))
+    classifier.predictor.classify(files[0])  # warm-up: cuDNN, numba's cache
+    t0 = time.perf_counter()
+    failed = sum("error" in record for _, record in engine.classify(classifier, files, usable_cpus()))
+    t1 = time.perf_counter()
+    return (f"\nClassifying a library (`models.engine`, best on the GPU, --jobs {usable_cpus()}): {len(files)} "
+            f"30-s files in {t1 - t0:.1f} s, **{len(files) / (t1 - t0):.0f} files/s** (goal >= 300), {failed} "
+            f"failed; GPU utilisation {' %, memory '.join(smi.between(t0, t1))} GiB.")
+
+
 def whole_run_all(data: Path, cache_root: Path, runs: Path, smi: Smi) -> tuple:
     """(wall seconds, GPU columns, run_all.py's own table) of ``run_all.py --preset report``."""
     t0 = time.perf_counter()
@@ -162,6 +181,8 @@ def main(argv=None) -> int:
                 print(f"| best | {embed} |", flush=True)
                 continue
             print(one_model(model, cache_dir, work / "runs", epochs, device, smi), flush=True)
+        if "best" in args.models.split(",") and isinstance(embed, float):
+            print(library(work / "runs", data, smi), flush=True)
         print("\nNets: the median epoch after the first, as the loop runs it (training, the evaluation of "
               "the validation or monitored test part, the checkpoint when due); utilisation and memory over "
               "those epochs. svm and best: one fit of the report's protocol (best's head: C by grouped CV, "

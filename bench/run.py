@@ -18,7 +18,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from features.files import atomic_write  # noqa: E402
 SCRIPTS = ("bench_mel.py", "bench_features.py", "bench_musicnn.py", "bench_precision.py", "bench_train.py",
-           "bench_predict.py", "bench_library.py", "bench_cluster.py", "bench_pool.py", "bench_gpu.py")
+           "bench_predict.py", "bench_library.py", "bench_cluster.py", "bench_pool.py", "bench_calibration.py",
+           "bench_gpu.py")
 
 
 def machine() -> str:
