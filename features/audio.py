@@ -32,6 +32,8 @@ from typing import NamedTuple
 import numpy as np
 import soundfile as sf
 
+from .files import FileProblem
+
 # Version of the values load and load_pcm16 return: bump it with any change that alters them (never for a
 # speed-only rewrite). The cache's fingerprints include it, so caches rebuild exactly when it moves.
 VERSION = 1
@@ -50,15 +52,8 @@ _TRUNCATED = re.compile(r"(?:^data|Data Size)\s*:\s*(\d+) \(should be (\d+)\)", 
 _STREAMING_SIZE = 0xFFFFFFFF
 
 
-class AudioError(ValueError):
+class AudioError(FileProblem, ValueError):
     """A file that cannot be used as audio; ``str()`` is one line naming the file."""
-
-    def __init__(self, path, problem):
-        super().__init__(f"{path}: {' '.join(str(problem).split())}")
-        self.path, self.problem = Path(path), problem
-
-    def __reduce__(self):  # picklable, so it can come back from a worker process
-        return AudioError, (self.path, self.problem)
 
 
 class AudioWarning(UserWarning):

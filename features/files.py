@@ -1,6 +1,6 @@
 """File transactions shared by the cache and the run store: atomic writes, temporary entries named
 after their owner, removal of what killed processes left, folder swaps, the one folder lock, the
-advice for a failed write, and the sha256 of a file."""
+advice for a failed write, the sha256 of a file, and the one-line error about a file."""
 
 import contextlib
 import errno
@@ -38,6 +38,17 @@ _ADVICE = {errno.ENOSPC: "the disk is full: free some space, or pass {option} on
            errno.EFBIG: "a file would exceed the file size limit (ulimit -f): raise it, or pass {option}"}
 _OTHER_ADVICE = "check the disk, or pass {option} elsewhere"
 _HASH_CHUNK = 1 << 22  # bytes hashed per read by sha256_file: model weights run to tens of MB
+
+
+class FileProblem(Exception):
+    """A file that cannot be used; ``str()`` is one line, ``<file>: <problem>``."""
+
+    def __init__(self, path, problem):
+        super().__init__(f"{path}: {' '.join(str(problem).split())}")
+        self.path, self.problem = Path(path), problem
+
+    def __reduce__(self):  # picklable, so it can come back from a worker process
+        return type(self), (self.path, self.problem)
 
 
 def temp_name(path, kind: str = "tmp") -> Path:

@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from features.audio import AudioError, info
-from features.files import kill_point, owner_alive, temp_name
+from features.files import FileProblem, kill_point, owner_alive, temp_name
 
 SOURCE_KEY = "GENRE_SOURCE"
 MUTAGEN_MISSING = ("writing tags needs mutagen, which is not installed: `make tags` "
@@ -82,15 +82,8 @@ _PROBLEMS = {errno.ENOSPC: "the disk is full: free some space",
              errno.EFBIG: "it would exceed the file size limit (ulimit -f)"}
 
 
-class TagError(Exception):
+class TagError(FileProblem):
     """Tags that cannot be read or written; ``str()`` is one line, ``<file>: <problem>``."""
-
-    def __init__(self, path, problem):
-        super().__init__(f"{path}: {' '.join(str(problem).split())}")
-        self.path, self.problem = Path(path), problem
-
-    def __reduce__(self):  # picklable, so it can come back from a worker process
-        return TagError, (self.path, self.problem)
 
 
 class MutagenMissing(RuntimeError):
