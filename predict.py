@@ -442,7 +442,7 @@ def _classify_all(records, keys, output, log, bar, extras) -> None:
         record = extras(path, record)
         output.add(record)
         if log is not None:
-            if record.get("tag", {}).get("action") in ("write",) and extras.args.yes:
+            if record.get("tag", {}).get("action") == "write" and extras.args.yes:
                 key = file_key(path, extras.classifier.model_id)  # the write changed its size and mtime
             log.add({**{k: v for k, v in record.items() if k != "warnings"}, "key": key})
         if bar is not None:

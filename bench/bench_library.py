@@ -60,7 +60,6 @@ def float32_copy(classifier):
     for member in copy.predictor.members:
         if getattr(member.score, "embedder", None) is not None:  # a head on the backbone
             member.score.embedder = musicnn.embedder(classifier.spec.device, "float32")
-    copy.predictor.embedders = [m.score.embedder for m in copy.predictor.members if m.score.embedder]
     return copy
 
 

@@ -171,15 +171,18 @@ def embed_clips(embedder, waves: np.ndarray, lengths, sr: int, width: int) -> np
     np.ndarray, shape (B, width, embedder.n_features) float32
         Each clip's patch features, zero after its last patch.
     """
-    per_clip = [clip_patches(y, n, sr) for y, n in zip(waves, lengths)]
-    features = embedder.embed(np.concatenate(per_clip))
     out = np.zeros((len(waves), width, embedder.n_features), np.float32)
-    start = 0
-    for i, p in enumerate(per_clip):
-        k = min(len(p), width)
-        out[i, :k] = features[start:start + k]
-        start += len(p)
+    per_clip = [clip_patches(y, n, sr) for y, n in zip(waves, lengths)]
+    for i, rows in enumerate(_embed_each(embedder, per_clip)):
+        k = min(len(rows), width)
+        out[i, :k] = rows[:k]
     return out
+
+
+def _embed_each(embedder, per_clip: list) -> list:
+    """Each clip's (P_i, n_features) features from one call of ``embedder`` on all their patches."""
+    features = embedder.embed(np.concatenate(per_clip))
+    return np.split(features, np.cumsum([len(p) for p in per_clip])[:-1])
 
 
 def embed_together(clip_list, embedder) -> None:
@@ -187,12 +190,9 @@ def embed_together(clip_list, embedder) -> None:
     call, so that short clips fill the network's batch (``Embedder.batch``) together; each clip's
     ``embedding(embedder)`` then returns its own rows without computing them again."""
     todo = [c for c in clip_list if embedder.name not in c._embedded]
-    if not todo:
-        return
-    per_clip = [c.patches for c in todo]
-    features = embedder.embed(np.concatenate(per_clip))
-    for c, rows in zip(todo, np.split(features, np.cumsum([len(p) for p in per_clip])[:-1])):
-        c._embedded[embedder.name] = rows
+    if todo:
+        for c, rows in zip(todo, _embed_each(embedder, [c.patches for c in todo])):
+            c._embedded[embedder.name] = rows
 
 
 class Clip:

@@ -162,9 +162,17 @@ class Predictor:
         self.per_block = members[0].score.per_block
         self.names = [m.name for m in members]
         self.identity = _identity(m.path / "COMPLETE" for m in members)
-        self.embedders = list({id(m.score.embedder): m.score.embedder for m in members
-                               if m.score.embedder is not None}.values())
-        self.batch = max([e.batch for e in self.embedders], default=1)  # patches worth scoring together
+
+    @property
+    def embedders(self) -> list:
+        """The pretrained networks the runs' inputs go through, each once."""
+        return list({id(m.score.embedder): m.score.embedder for m in self.members
+                     if m.score.embedder is not None}.values())
+
+    @property
+    def batch(self) -> int:
+        """Backbone patches worth scoring together (1 without a backbone)."""
+        return max([e.batch for e in self.embedders], default=1)
 
     def n_patches(self, prepared) -> int:
         """Backbone patches of a prepared file (0 when its models read none, or it is not prepared)."""

@@ -15,6 +15,7 @@ every other tag and the audio kept). This module decides *what* goes in:
 ``plan`` and ``plan_undo`` only read; ``apply`` writes a planned change.
 """
 
+import collections
 import datetime
 import json
 from typing import NamedTuple
@@ -130,7 +131,7 @@ class Writer:
 
     def __init__(self, tags, yes: bool, id3v23: bool = False, keep_mtime: bool = False):
         self.tags, self.yes, self.id3v23, self.keep_mtime = tags, yes, id3v23, keep_mtime
-        self.counts = {}
+        self.counts = collections.Counter()
 
     def write(self, path, record: dict, model_id: str, k: int, min_probability: float, overwrite: bool) -> Change:
         """Plan (and write) one classified file's genre; TagError when it cannot be read or written."""
@@ -141,12 +142,12 @@ class Writer:
         return self._done(plan_undo(path, self.tags.read_genre(path)))
 
     def failed(self) -> None:
-        self.counts["failed"] = self.counts.get("failed", 0) + 1
+        self.counts["failed"] += 1
 
     def _done(self, change: Change) -> Change:
         if self.yes:
             apply(change, self.tags, self.id3v23, self.keep_mtime)
-        self.counts[change.action] = self.counts.get(change.action, 0) + 1
+        self.counts[change.action] += 1
         return change
 
     def summary(self) -> str:
